@@ -1,0 +1,1 @@
+"""raycell: single-cell training experiments on Ray."""

@@ -1,0 +1,153 @@
+"""The ``raycell`` command: parse, load the config, call one function.
+
+Heavy imports (ray, torch, mlflow) happen inside the commands, so ``--help`` and
+input errors answer at once. A RaycellError prints one line and exits with 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from raycell.errors import RaycellError
+
+# CLI flag -> dotted config keys it overrides (the seed's flag names).
+TAHOE_OVERRIDES: dict[str, tuple[str, ...]] = {
+    "epochs": ("training.num_epochs",),
+    "batch_size": ("training.batch_size",),
+    "learning_rate": ("training.learning_rate",),
+    "seed": ("training.seeds",),
+    "fetch_factor": ("scdataset.fetch_factor",),
+    "num_workers": ("scdataset.num_workers",),
+    "min_count_baseline": ("weights.min_count_baseline",),
+    # Sets the block arms; random and weighted_true are block size 1 by definition.
+    "block_size": ("strategies.block_shuffling.block_size", "strategies.weighted_block.block_size"),
+    "max_train_cells": ("data.max_train_cells",),
+    "max_test_cells": ("data.max_test_cells",),
+    "h5ad_dir": ("data.h5ad_dir",),
+    "drug_table": ("data.drug_table",),
+    "save_dir": ("output.save_dir",),
+    "ray_workers": ("ray.num_workers",),
+    "use_gpu": ("ray.use_gpu",),
+}
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line (and exit code 2) like every other error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise RaycellError(f"{self.prog}: {message}")
+
+
+def _tahoe_parser(sub) -> None:
+    p = sub.add_parser("tahoe", help="loader-strategy experiment on Tahoe-100M plates")
+    p.add_argument("--config", default="default", help="default | pilot | demo | PATH.yaml")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--strategy", help="one strategy by name")
+    which.add_argument("--all", action="store_true", help="every enabled strategy, as a Tune grid")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch_size", type=int)
+    p.add_argument("--learning_rate", type=float)
+    p.add_argument("--seed", type=int, nargs="+", help="one or more seeds: a run per seed")
+    p.add_argument("--fetch_factor", type=int)
+    p.add_argument("--num_workers", type=int, help="DataLoader workers per Ray Train worker")
+    p.add_argument("--min_count_baseline", type=int)
+    p.add_argument("--block_size", type=int, help="block size of block_shuffling, weighted_block")
+    p.add_argument("--max_train_cells", type=int)
+    p.add_argument("--max_test_cells", type=int)
+    p.add_argument("--h5ad_dir")
+    p.add_argument("--drug_table")
+    p.add_argument("--save_dir")
+    p.add_argument("--ray_workers", type=int, help="Ray Train workers (DDP ranks) per run")
+    p.add_argument("--use_gpu", action="store_true", default=None)
+    p.set_defaults(func=_run_tahoe)
+
+
+def _data_parser(sub) -> None:
+    p = sub.add_parser("data", help="write in-format synthetic data")
+    kinds = p.add_subparsers(dest="kind", required=True)
+    t = kinds.add_parser("tahoe", help="Tahoe-100M plates and drug table")
+    t.add_argument("--out", required=True)
+    t.add_argument("--plates", type=int, default=4)
+    t.add_argument("--cells_per_plate", type=int, default=50_000)
+    t.add_argument("--genes", type=int, default=2_000)
+    t.add_argument("--drugs", type=int, default=40)
+    t.add_argument("--cell_lines", type=int, default=10)
+    t.add_argument("--sublibraries", type=int, default=2)
+    t.add_argument("--seed", type=int, default=0)
+    t.set_defaults(func=_write_tahoe)
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="raycell", description="Single-cell training experiments on Ray.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    _tahoe_parser(sub)
+    _data_parser(sub)
+    return parser
+
+
+def tahoe_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    out = {}
+    for flag, keys in TAHOE_OVERRIDES.items():
+        value = getattr(args, flag)
+        if value is not None:
+            out.update(dict.fromkeys(keys, value))
+    return out
+
+
+def _run_tahoe(args: argparse.Namespace) -> None:
+    from raycell.config import STRATEGY_NAMES, load_tahoe_config
+
+    cfg = load_tahoe_config(args.config, tahoe_overrides(args))
+    if args.strategy is not None:
+        if args.strategy not in STRATEGY_NAMES:
+            raise RaycellError(
+                f"unknown strategy {args.strategy!r} (known: {', '.join(STRATEGY_NAMES)})"
+            )
+        strategies = [args.strategy]
+    elif args.all:
+        strategies = cfg.enabled_strategies()
+        if not strategies:
+            raise RaycellError("--all: every strategy is disabled in the config")
+    else:
+        raise RaycellError("choose a strategy: --strategy NAME or --all")
+
+    from raycell.data.inputs import load_tahoe_inputs
+
+    inputs = load_tahoe_inputs(cfg)  # validates every input before anything is written
+    from raycell.report.tables import print_summary
+    from raycell.tune.tahoe import run_grid
+
+    summary = run_grid(cfg, inputs, strategies)
+    print_summary(summary, cfg.output.save_dir)
+
+
+def _write_tahoe(args: argparse.Namespace) -> None:
+    from raycell.config import SyntheticTahoe
+    from raycell.data.synthetic import TahoeSpec, write_tahoe
+
+    fields = {k: getattr(args, k) for k in TahoeSpec.__dataclass_fields__}
+    try:
+        SyntheticTahoe(**fields)
+    except Exception as exc:  # pydantic ValidationError: report the first bad field
+        first = exc.errors()[0]  # type: ignore[attr-defined]
+        raise RaycellError(f"--{first['loc'][0]}: {first['msg']}") from None
+    out = write_tahoe(args.out, TahoeSpec(**fields))
+    print(f"wrote {args.plates} plates and drug_metadata.parquet to {out}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        args.func(args)
+    except RaycellError as err:
+        print(f"raycell: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

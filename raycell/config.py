@@ -1,0 +1,194 @@
+"""Typed configs: packaged YAML, overridden from the CLI, validated with pydantic.
+
+An unknown key or an out-of-range value is a ``RaycellError`` naming the key, so a
+typo in a 9-hour experiment's config fails in the first second instead of being
+silently ignored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from raycell.errors import RaycellError
+
+STRATEGY_NAMES = (
+    "streaming",
+    "streaming_buffer",
+    "block_shuffling",
+    "random",
+    "weighted_block",
+    "weighted_true",
+)
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SyntheticTahoe(Strict):
+    """Generator settings for in-format demo data (used when ``h5ad_dir`` is null)."""
+
+    out_dir: str = "data/demo/tahoe"
+    plates: int = Field(4, ge=2)
+    cells_per_plate: int = Field(50_000, ge=100)
+    genes: int = Field(2_000, ge=50)
+    drugs: int = Field(40, ge=4)
+    cell_lines: int = Field(10, ge=2)
+    sublibraries: int = Field(2, ge=1)
+    seed: int = 0
+
+
+class TahoeData(Strict):
+    h5ad_dir: str | None = None
+    drug_table: str | None = None  # default: drug_metadata.{parquet,csv} inside h5ad_dir
+    train_plates: list[int] = Field(default_factory=lambda: list(range(1, 14)), min_length=1)
+    test_plates: list[int] = Field(default_factory=lambda: [14], min_length=1)
+    max_train_cells: int | None = Field(None, ge=1)
+    max_test_cells: int | None = Field(None, ge=1)
+    synthetic: SyntheticTahoe | None = None
+
+    @model_validator(mode="after")
+    def _disjoint_plates(self) -> TahoeData:
+        both = sorted(set(self.train_plates) & set(self.test_plates))
+        if both:
+            raise ValueError(f"plates {both} are in both train_plates and test_plates")
+        return self
+
+
+class TahoeTraining(Strict):
+    batch_size: int = Field(64, ge=1)
+    num_epochs: int = Field(1, ge=1)
+    learning_rate: float = Field(1e-3, gt=0)
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    log1p: bool = True  # counts are log1p-transformed on the device (zeros stay zeros)
+
+
+class ScDatasetSettings(Strict):
+    fetch_factor: int = Field(256, ge=1)
+    num_workers: int = Field(8, ge=0)  # DataLoader workers per Ray Train worker
+
+
+class WeightSettings(Strict):
+    min_count_baseline: int = Field(1000, ge=0)
+
+
+class StrategySettings(Strict):
+    enabled: bool = True
+    block_size: int = Field(1, ge=1)
+
+
+def _strategy_defaults() -> dict[str, StrategySettings]:
+    sizes = {"block_shuffling": 16, "weighted_block": 16}
+    return {name: StrategySettings(block_size=sizes.get(name, 1)) for name in STRATEGY_NAMES}
+
+
+class RaySettings(Strict):
+    num_workers: int = Field(1, ge=1)  # Ray Train workers (DDP ranks) per run
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(1.0, gt=0)
+    gpus_per_worker: float = Field(1.0, gt=0, le=8)
+    driver_cpus: float = Field(0.5, ge=0)  # Tune trial driver; fractional so it never starves
+    max_concurrent_trials: int = Field(1, ge=1)  # 1: strategies are timed alone, like for like
+    local_num_cpus: int | None = Field(None, ge=1)  # logical CPUs of a local cluster
+    max_failures: int = Field(0, ge=0)  # Ray Train restarts from the last checkpoint
+
+
+class OutputSettings(Strict):
+    save_dir: str = "results/tahoe"
+    experiment_name: str = "raycell-tahoe"
+    checkpoints_to_keep: int | None = Field(2, ge=1)  # one checkpoint per epoch; keep the last N
+
+
+class TahoeConfig(Strict):
+    data: TahoeData = Field(default_factory=TahoeData)
+    training: TahoeTraining = Field(default_factory=TahoeTraining)
+    scdataset: ScDatasetSettings = Field(default_factory=ScDatasetSettings)
+    weights: WeightSettings = Field(default_factory=WeightSettings)
+    strategies: dict[str, StrategySettings] = Field(default_factory=_strategy_defaults)
+    ray: RaySettings = Field(default_factory=RaySettings)
+    output: OutputSettings = Field(default_factory=OutputSettings)
+
+    @model_validator(mode="after")
+    def _known_strategies(self) -> TahoeConfig:
+        unknown = sorted(set(self.strategies) - set(STRATEGY_NAMES))
+        if unknown:
+            raise ValueError(
+                f"unknown strategy {unknown[0]!r} (known: {', '.join(STRATEGY_NAMES)})"
+            )
+        # A config may list only some strategies; the rest keep their defaults.
+        merged = _strategy_defaults()
+        merged.update(self.strategies)
+        object.__setattr__(self, "strategies", merged)
+        return self
+
+    def enabled_strategies(self) -> list[str]:
+        return [name for name in STRATEGY_NAMES if self.strategies[name].enabled]
+
+
+def _format_error(err: ValidationError, source: str) -> str:
+    first = err.errors()[0]
+    key = ".".join(str(p) for p in first["loc"]) or "<root>"
+    if first["type"] == "extra_forbidden":
+        return f"{source}: unknown config key '{key}'"
+    msg = first["msg"].removeprefix("Value error, ")
+    return f"{source}: {key}: {msg}"
+
+
+def packaged_config_path(name: str) -> Path:
+    return Path(str(resources.files("raycell") / "configs" / f"tahoe_{name}.yaml"))
+
+
+def load_yaml(name_or_path: str) -> tuple[dict[str, Any], str]:
+    """Read a packaged config by name (``default``, ``pilot``, ``demo``) or a YAML file."""
+    path = Path(name_or_path)
+    if not path.suffix and not path.exists():
+        path = packaged_config_path(name_or_path)
+        if not path.exists():
+            raise RaycellError(
+                f"config {name_or_path!r} is neither a file nor a packaged config "
+                "(default, pilot, demo)"
+            )
+    if not path.is_file():
+        raise RaycellError(f"config file {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise RaycellError(f"config file {path} is not valid YAML: {exc}".splitlines()[0]) from None
+    if not isinstance(raw, dict):
+        raise RaycellError(f"config file {path} must hold a mapping at the top level")
+    return raw, str(path)
+
+
+def set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    node = raw
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise RaycellError(f"config key {dotted!r}: {part!r} is not a section")
+    node[leaf] = value
+
+
+def load_tahoe_config(name_or_path: str, overrides: dict[str, Any] | None = None) -> TahoeConfig:
+    """Load a config and apply ``{"dotted.key": value}`` overrides (CLI values win)."""
+    raw, source = load_yaml(name_or_path)
+    for key, value in (overrides or {}).items():
+        set_dotted(raw, key, value)
+    try:
+        return TahoeConfig.model_validate(raw)
+    except ValidationError as err:
+        raise RaycellError(_format_error(err, source)) from None
+
+
+def config_key(payload: dict[str, Any]) -> str:
+    """A short, stable hash of a run's config: the run key results are written under."""
+    blob = json.dumps(payload, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
+

@@ -1,0 +1,36 @@
+"""Classification metrics from confusion matrices.
+
+Confusion matrices add up across batches and across DDP ranks (one all-reduce), so
+evaluation never gathers per-cell predictions. The formulas follow sklearn's
+``f1_score`` with ``zero_division=0`` over the full label space.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def confusion(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
+    """(n_classes, n_classes) counts, rows true, columns predicted."""
+    flat = np.asarray(y_true, np.int64) * n_classes + np.asarray(y_pred, np.int64)
+    return np.bincount(flat, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+
+
+def classification_scores(cm: np.ndarray) -> dict[str, float]:
+    """Accuracy, macro F1 and weighted F1 of a confusion matrix.
+
+    Macro F1 averages over every class of the label space, like sklearn given
+    ``labels=range(n)``: a class never predicted and never present scores 0.
+    """
+    cm = np.asarray(cm, dtype=np.float64)
+    tp = np.diag(cm)
+    support = cm.sum(axis=1)
+    predicted = cm.sum(axis=0)
+    denom = support + predicted
+    f1 = np.divide(2 * tp, denom, out=np.zeros_like(tp), where=denom > 0)
+    total = cm.sum()
+    return {
+        "accuracy": float(tp.sum() / total) if total else 0.0,
+        "macro_f1": float(f1.mean()) if f1.size else 0.0,
+        "weighted_f1": float((f1 * support).sum() / total) if total else 0.0,
+    }

@@ -1,0 +1,53 @@
+"""Result files: one row per run key, written atomically under a file lock.
+
+Re-running a config replaces its rows instead of duplicating them, and a crash
+mid-write leaves the previous file intact (write to a temp file, then rename).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+from filelock import FileLock
+
+from raycell.data.labels import TASKS
+
+SUMMARY_COLUMNS = (
+    ["strategy", "seed", "epochs", "train_seconds", "cells_per_s"]
+    + [f"{t}_{m}" for t in TASKS for m in ("macro_f1", "accuracy")]
+    + [f"{t}_weighted_f1" for t in TASKS]
+    + ["run_key"]
+)
+CURVE_COLUMNS = (
+    ["run_key", "strategy", "seed", "epoch", "train_loss", "epoch_seconds", "train_seconds",
+     "cells_per_s", "eval_seconds"]
+    + [f"{t}_{m}" for t in TASKS for m in ("macro_f1", "accuracy", "weighted_f1")]
+)
+
+EPOCH_METRICS = frozenset(CURVE_COLUMNS) - {"run_key", "strategy", "seed", "epoch"}
+
+
+def summary_row(strategy: str, seed: int, run_key: str, last: dict) -> dict:
+    """The summary of one run from its last reported epoch; throughput over all epochs."""
+    row = {"strategy": strategy, "seed": seed, "epochs": int(last["epoch"]), "run_key": run_key}
+    row["train_seconds"] = float(last["train_seconds"])
+    row["cells_per_s"] = float(last["train_cells"]) * row["epochs"] / row["train_seconds"]
+    for col in SUMMARY_COLUMNS:
+        if col not in row:
+            row[col] = last[col]
+    return {c: row[c] for c in SUMMARY_COLUMNS}
+
+
+def upsert(path: Path, rows: pd.DataFrame, key: str = "run_key") -> pd.DataFrame:
+    """Replace the rows of ``path`` whose ``key`` is in ``rows``, append the rest."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + ".lock"):
+        if path.is_file():
+            old = pd.read_csv(path)
+            rows = pd.concat([old[~old[key].isin(rows[key])], rows], ignore_index=True)
+        tmp = path.with_name(path.name + ".tmp")
+        rows.to_csv(tmp, index=False)
+        os.replace(tmp, path)
+    return rows
