@@ -40,6 +40,7 @@ MOA_FINE = (
 PHASES = ("G1", "S", "G2M")
 DOSES_UM = (0.05, 0.5, 5.0)
 MARKER = "complete.json"
+GENERATOR_VERSION = 2  # bump when the biology changes: ensure_tahoe then regenerates
 
 
 @dataclass(frozen=True)
@@ -67,9 +68,9 @@ def _biology(spec: TahoeSpec, rng: np.random.Generator) -> _Biology:
     line_effect = np.where(rng.random((spec.cell_lines, g)) < 0.08,
                            rng.normal(0, 1.2, (spec.cell_lines, g)), 0.0)
     n_fine = min(len(MOA_FINE), max(2, spec.drugs // 4))
-    fine_effect = np.where(rng.random((n_fine, g)) < 0.03, rng.normal(0, 0.9, (n_fine, g)), 0.0)
+    fine_effect = np.where(rng.random((n_fine, g)) < 0.03, rng.normal(0, 0.5, (n_fine, g)), 0.0)
     fine_of_drug = np.arange(spec.drugs) % n_fine
-    own = np.where(rng.random((spec.drugs, g)) < 0.02, rng.normal(0, 0.9, (spec.drugs, g)), 0.0)
+    own = np.where(rng.random((spec.drugs, g)) < 0.02, rng.normal(0, 0.5, (spec.drugs, g)), 0.0)
     drug_effect = np.vstack([fine_effect[fine_of_drug] + own, np.zeros((1, g))])
     line_share = rng.dirichlet(np.full(spec.cell_lines, 8.0))
     return _Biology(base, line_effect, drug_effect, line_share)
@@ -178,7 +179,7 @@ def ensure_tahoe(out_dir: str | Path, spec: TahoeSpec) -> Path:
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     marker = out / MARKER
-    wanted = pd.Series(spec.__dict__).to_json()
+    wanted = pd.Series({**spec.__dict__, "version": GENERATOR_VERSION}).to_json()
     with FileLock(str(out / ".lock")):
         if marker.is_file() and marker.read_text() == wanted:
             return out

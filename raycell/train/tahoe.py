@@ -91,7 +91,7 @@ def train_loop(config: dict[str, Any]) -> None:
 
     model = MultiTaskLinear(inputs.train.n_vars, sizes).to(device)
     ddp_model = ray.train.torch.prepare_model(model)
-    optimizer = torch.optim.Adam(ddp_model.parameters(), lr=cfg.training.learning_rate)
+    optimizer = torch.optim.Adam(ddp_model.parameters(), lr=cfg.training.learning_rate, fused=True)
     start_epoch, train_seconds = 0, 0.0
     resumed = ray.train.get_checkpoint()
     if resumed:  # Ray Train restarted the run after a failure: carry on from the last epoch
