@@ -26,6 +26,8 @@ TAHOE_OVERRIDES: dict[str, tuple[str, ...]] = {
     "max_train_cells": ("data.max_train_cells",),
     "max_test_cells": ("data.max_test_cells",),
     "h5ad_dir": ("data.h5ad_dir",),
+    "train_plates": ("data.train_plates",),
+    "test_plates": ("data.test_plates",),
     "drug_table": ("data.drug_table",),
     "save_dir": ("output.save_dir",),
     "ray_workers": ("ray.num_workers",),
@@ -57,6 +59,8 @@ def _tahoe_parser(sub) -> None:
     p.add_argument("--max_train_cells", type=int)
     p.add_argument("--max_test_cells", type=int)
     p.add_argument("--h5ad_dir")
+    p.add_argument("--train_plates", type=int, nargs="+", metavar="N")
+    p.add_argument("--test_plates", type=int, nargs="+", metavar="N")
     p.add_argument("--drug_table")
     p.add_argument("--save_dir")
     p.add_argument("--ray_workers", type=int, help="Ray Train workers (DDP ranks) per run")

@@ -22,11 +22,12 @@ SUMMARY_COLUMNS = (
 )
 CURVE_COLUMNS = (
     ["run_key", "strategy", "seed", "epoch", "train_loss", "epoch_seconds", "train_seconds",
-     "cells_per_s", "eval_seconds"]
+     "cells_per_s", "train_cells", "eval_seconds", "test_cells"]
     + [f"{t}_{m}" for t in TASKS for m in ("macro_f1", "accuracy", "weighted_f1")]
 )
 
-EPOCH_METRICS = frozenset(CURVE_COLUMNS) - {"run_key", "strategy", "seed", "epoch"}
+EPOCH_METRICS = frozenset(CURVE_COLUMNS) - {"run_key", "strategy", "seed", "epoch", "train_cells",
+                                            "test_cells"}
 
 
 def summary_row(strategy: str, seed: int, run_key: str, last: dict) -> dict:

@@ -91,7 +91,9 @@ def drug_table(spec: TahoeSpec) -> pd.DataFrame:
             "targets": [f"GENE{i % 97}" for i in range(spec.drugs)],
             "moa-broad": [MOA_BROAD[MOA_FINE.index(f) % len(MOA_BROAD)] for f in fine],
             "moa-fine": fine,
-            "canonical_smiles": ["C" * (i % 12 + 1) + "O" + "N" * (i // 12) for i in range(spec.drugs)],
+            "canonical_smiles": [
+                "C" * (i % 12 + 1) + "O" + "N" * (i // 12) for i in range(spec.drugs)
+            ],
             "pubchem_cid": np.arange(spec.drugs) + 100_000,
         }
     )
@@ -112,7 +114,8 @@ def _plate(spec: TahoeSpec, plate: int, bio: _Biology, drugs: list[str],
                 continue
             lines = rng.choice(spec.cell_lines, n, p=bio.line_share)
             depth = rng.lognormal(0.0, 0.35, n)
-            rate = np.exp(bio.base + bio.line_effect[lines] + bio.drug_effect[well]) * depth[:, None]
+            log_rate = bio.base + bio.line_effect[lines] + bio.drug_effect[well]
+            rate = np.exp(log_rate) * depth[:, None]
             blocks.append(sp.csr_matrix(rng.poisson(rate).astype(np.float32)))
             drug = drugs[well]
             obs.append(pd.DataFrame({
@@ -128,7 +131,9 @@ def _plate(spec: TahoeSpec, plate: int, bio: _Biology, drugs: list[str],
     n = x.shape[0]
     gene_count = np.diff(x.indptr)
     tscp = np.asarray(x.sum(axis=1)).ravel().astype(np.int64)
-    barcode = [f"{i // 9216 % 96 + 1:02d}_{i // 96 % 96 + 1:03d}_{i % 96 + 1:03d}" for i in range(n)]
+    barcode = [
+        f"{i // 9216 % 96 + 1:02d}_{i // 96 % 96 + 1:03d}_{i % 96 + 1:03d}" for i in range(n)
+    ]
     frame = pd.DataFrame({
         "plate": f"plate{plate}",
         "sample": o["sample"],
@@ -151,7 +156,8 @@ def _plate(spec: TahoeSpec, plate: int, bio: _Biology, drugs: list[str],
     for col in ("plate", "sample", "drugname_drugconc", "drug", "cell_line", "sublibrary",
                 "phase", "pass_filter", "cell_name"):
         frame[col] = frame[col].astype("category")
-    var = pd.DataFrame(index=pd.Index([f"GENE{g:05d}" for g in range(spec.genes)], name="gene_name"))
+    genes = pd.Index([f"GENE{g:05d}" for g in range(spec.genes)], name="gene_name")
+    var = pd.DataFrame(index=genes)
     return anndata.AnnData(X=x, obs=frame, var=var)
 
 

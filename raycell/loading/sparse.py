@@ -30,11 +30,15 @@ class SparseBatch:
     def __len__(self) -> int:
         return self.x.shape[0]
 
-    def take(self, rows: np.ndarray) -> SparseBatch:
+    def __getitem__(self, rows: np.ndarray) -> SparseBatch:
+        """Rows by position: how scDataset cuts batches out of a fetch."""
         return SparseBatch(self.x[rows], self.labels[rows])
 
     def dense_on(self, device: torch.device, log1p: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """Move CSR to ``device`` and densify there (a dense Tahoe row is 251 KB, a CSR one ~11 KB)."""
+        """Move CSR to ``device`` and densify there.
+
+        A dense Tahoe row is 251 KB, a CSR one about 11 KB: densify as late as possible.
+        """
         x = self.x
         values = torch.from_numpy(x.data).to(device, non_blocking=True)
         if log1p:
@@ -112,4 +116,4 @@ class TahoeRows:
         )
         labels = self.labels.expand(self.split.codes[unique])
         batch = SparseBatch(x, labels)
-        return batch if unique.size == rows.size else batch.take(inverse)
+        return batch if unique.size == rows.size else batch[inverse.ravel()]

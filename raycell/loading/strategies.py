@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 
 from raycell.config import STRATEGY_NAMES
 from raycell.errors import RaycellError
-from raycell.loading.sparse import SparseBatch, TahoeRows
+from raycell.loading.sparse import TahoeRows
 from raycell.loading.weights import group_weights
 
 
@@ -67,12 +67,8 @@ class EpochDataset(scDataset):
         self._epoch = epoch
 
 
-def _sparse_batch(fetched: SparseBatch, rows: np.ndarray) -> SparseBatch:
-    return fetched.take(rows)
-
-
 def make_dataset(
-    rows: TahoeRows,
+    rows: TahoeRows | np.ndarray,
     strategy: SamplingStrategy,
     batch_size: int,
     fetch_factor: int,
@@ -85,7 +81,6 @@ def make_dataset(
         strategy,
         batch_size=batch_size,
         fetch_factor=fetch_factor,
-        batch_callback=_sparse_batch,
         rank=rank,
         world_size=world_size,
         seed=seed,
@@ -104,7 +99,7 @@ def make_loader(dataset: EpochDataset, num_workers: int) -> DataLoader:
     )
 
 
-def _identity(batch: SparseBatch) -> SparseBatch:
+def _identity(batch):
     return batch
 
 

@@ -58,6 +58,7 @@ def _evaluate(model: MultiTaskLinear, loader, device, log1p: bool, sizes: dict[s
     scores = {}
     for task, n in sizes.items():
         cm = _all_reduce(matrices[task].cpu().numpy()).reshape(n, n)
+        scores["test_cells"] = int(cm.sum())
         for name, value in classification_scores(cm).items():
             scores[f"{task}_{name}"] = value
     return scores
@@ -104,7 +105,7 @@ def train_loop(config: dict[str, Any]) -> None:
     for epoch in range(start_epoch, cfg.training.num_epochs):
         train_ds.set_epoch(epoch)
         loss_sum, cells, started = 0.0, 0, time.perf_counter()
-        for _, batch in zip(range(steps), make_loader(train_ds, workers)):
+        for _, batch in zip(range(steps), make_loader(train_ds, workers), strict=False):
             x, y = batch.dense_on(device, log1p)
             loss = model.loss(ddp_model(x), y)
             optimizer.zero_grad(set_to_none=True)
@@ -115,14 +116,14 @@ def train_loop(config: dict[str, Any]) -> None:
         elapsed = time.perf_counter() - started
         # Throughput of the whole job: cells of every rank over the slowest rank's time.
         loss_sum, cells = _all_reduce(np.array([loss_sum, cells]))
-        (elapsed,) = _all_reduce(np.array([elapsed]), dist.ReduceOp.MAX)
+        elapsed = float(_all_reduce(np.array([elapsed]), dist.ReduceOp.MAX)[0])
         train_seconds += elapsed
 
         started = time.perf_counter()
         scores = _evaluate(model, make_loader(test_ds, workers), device, log1p, sizes)
         metrics = {
             "epoch": epoch + 1,
-            "train_loss": loss_sum / max(cells, 1),
+            "train_loss": float(loss_sum / max(cells, 1)),
             "epoch_seconds": elapsed,
             "train_seconds": train_seconds,
             "cells_per_s": cells / elapsed if elapsed > 0 else 0.0,

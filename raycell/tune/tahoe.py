@@ -19,7 +19,6 @@ from ray.tune.integration.ray_train import TuneReportCallback
 
 from raycell.config import TahoeConfig, config_key
 from raycell.data.inputs import TahoeInputs
-from raycell.errors import RaycellError
 from raycell.results import CURVE_COLUMNS, SUMMARY_COLUMNS, summary_row, upsert
 from raycell.train import runtime
 from raycell.train.tahoe import train_loop
@@ -48,7 +47,8 @@ def _trial(config: dict[str, Any]) -> None:
             | ({"GPU": cfg.ray.gpus_per_worker} if cfg.ray.use_gpu else {}),
         ),
         run_config=RunConfig(
-            name=f"{config['strategy']}-seed{config['seed']}-{config['run_key']}",
+            # A fresh Train run per invocation: the same name would resume the old run.
+            name=f"{config['strategy']}-seed{config['seed']}-{config['run_key']}-{config['stamp']}",
             storage_path=config["storage"],
             callbacks=[TuneReportCallback()],
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.output.checkpoints_to_keep),
@@ -70,7 +70,9 @@ def run_grid(cfg: TahoeConfig, inputs: TahoeInputs, strategies: list[str]) -> pd
     grid = [(s, seed) for s in strategies for seed in cfg.training.seeds]
     keys = {(s, seed): run_key(cfg, s, seed) for s, seed in grid}
     inputs_ref = ray.put(inputs)  # one copy in the object store, zero-copy in every worker
+    stamp = f"{pd.Timestamp.now():%Y%m%d-%H%M%S}"
     param_space = {
+        "stamp": stamp,
         "cfg": cfg.model_dump(),
         "inputs": inputs_ref,
         "storage": str(save_dir / "ray"),
@@ -82,7 +84,7 @@ def run_grid(cfg: TahoeConfig, inputs: TahoeInputs, strategies: list[str]) -> pd
         param_space=param_space,
         tune_config=tune.TuneConfig(max_concurrent_trials=cfg.ray.max_concurrent_trials),
         run_config=tune.RunConfig(
-            name=f"tahoe-{pd.Timestamp.now():%Y%m%d-%H%M%S}",
+            name=f"tahoe-{stamp}",
             storage_path=str(save_dir / "tune"),
             callbacks=[MlflowRecorder(uri, experiment, flatten(cfg.model_dump()))],
             verbose=1,

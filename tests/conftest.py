@@ -1,0 +1,32 @@
+"""Shared fixtures: tiny in-format Tahoe plates written by the real generator."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from raycell.data.synthetic import TahoeSpec, write_tahoe
+
+TINY = TahoeSpec(plates=3, cells_per_plate=900, genes=60, drugs=6, cell_lines=3,
+                 sublibraries=2, seed=3)
+
+
+@pytest.fixture(scope="session")
+def tahoe_dir(tmp_path_factory) -> Path:
+    return write_tahoe(tmp_path_factory.mktemp("tahoe"), TINY)
+
+
+def tiny_config(tahoe_dir: Path, save_dir: Path, **overrides):
+    from raycell.config import load_tahoe_config
+
+    base = {
+        "data.h5ad_dir": str(tahoe_dir),
+        "data.train_plates": [1, 2],
+        "data.test_plates": [3],
+        "output.save_dir": str(save_dir),
+        "training.batch_size": 16,
+        "scdataset.fetch_factor": 4,
+        "scdataset.num_workers": 0,
+    }
+    return load_tahoe_config("default", {**base, **overrides})
