@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 from raycell.errors import RaycellError
@@ -120,11 +121,14 @@ def _run_tahoe(args: argparse.Namespace) -> None:
     from raycell.data.inputs import load_tahoe_inputs
 
     inputs = load_tahoe_inputs(cfg)  # validates every input before anything is written
+    from raycell.report.plots import write_figures
     from raycell.report.tables import print_summary
     from raycell.tune.tahoe import run_grid
 
     summary = run_grid(cfg, inputs, strategies)
     print_summary(summary, cfg.output.save_dir)
+    figures = write_figures(Path(cfg.output.save_dir).resolve())
+    print(f"figures: {figures[0].parent}")
 
 
 def _write_tahoe(args: argparse.Namespace) -> None:

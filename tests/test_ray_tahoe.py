@@ -79,3 +79,12 @@ def test_rerunning_a_strategy_replaces_its_row(grid):
     summary = pd.read_csv(save / "summary.csv")
     assert len(summary) == len(STRATEGY_NAMES)
     assert len(pd.read_csv(save / "curves.csv")) == len(STRATEGY_NAMES) * EPOCHS
+
+
+def test_figures_are_written_from_the_results(grid):
+    from raycell.report.plots import write_figures
+
+    _, _, save, _ = grid
+    paths = write_figures(save)
+    assert {p.name for p in paths} >= {"comparison.png", "time.png", "curves_drug.png"}
+    assert all(p.stat().st_size > 10_000 for p in paths)
