@@ -132,16 +132,17 @@ def _run_tahoe(args: argparse.Namespace) -> None:
 
 
 def _write_tahoe(args: argparse.Namespace) -> None:
-    from raycell.config import SyntheticTahoe
-    from raycell.data.synthetic import TahoeSpec, write_tahoe
+    from pydantic import ValidationError
 
-    fields = {k: getattr(args, k) for k in TahoeSpec.__dataclass_fields__}
+    from raycell.config import TahoeSpec
+    from raycell.data.synthetic import write_tahoe
+
     try:
-        SyntheticTahoe(**fields)
-    except Exception as exc:  # pydantic ValidationError: report the first bad field
-        first = exc.errors()[0]  # type: ignore[attr-defined]
+        spec = TahoeSpec(**{k: getattr(args, k) for k in TahoeSpec.model_fields})
+    except ValidationError as exc:
+        first = exc.errors()[0]
         raise RaycellError(f"--{first['loc'][0]}: {first['msg']}") from None
-    out = write_tahoe(args.out, TahoeSpec(**fields))
+    out = write_tahoe(args.out, spec)
     print(f"wrote {args.plates} plates and drug_metadata.parquet to {out}")
 
 

@@ -32,10 +32,9 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-class SyntheticTahoe(Strict):
-    """Generator settings for in-format demo data (used when ``h5ad_dir`` is null)."""
+class TahoeSpec(Strict):
+    """What the in-format Tahoe generator writes."""
 
-    out_dir: str = "data/demo/tahoe"
     plates: int = Field(4, ge=2)
     cells_per_plate: int = Field(50_000, ge=100)
     genes: int = Field(2_000, ge=50)
@@ -43,6 +42,12 @@ class SyntheticTahoe(Strict):
     cell_lines: int = Field(10, ge=2)
     sublibraries: int = Field(2, ge=1)
     seed: int = 0
+
+
+class SyntheticTahoe(TahoeSpec):
+    """Demo data generated once under ``out_dir`` when ``data.h5ad_dir`` is null."""
+
+    out_dir: str = "data/demo/tahoe"
 
 
 class TahoeData(Strict):

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from raycell.data.synthetic import TahoeSpec, write_tahoe
+from raycell.config import TahoeSpec
+from raycell.data.synthetic import write_tahoe
 
 TINY = TahoeSpec(plates=3, cells_per_plate=900, genes=60, drugs=6, cell_lines=3,
                  sublibraries=2, seed=3)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from raycell.config import TahoeConfig
 from raycell.data.labels import LabelSpace
-from raycell.data.synthetic import TahoeSpec, ensure_tahoe
+from raycell.data.synthetic import ensure_tahoe
 from raycell.data.tahoe import (
     CONTROL_DRUG,
     TahoeSplit,
@@ -39,11 +39,10 @@ def resolve_h5ad_dir(cfg: TahoeConfig) -> Path:
         return Path(data.h5ad_dir).expanduser().resolve()
     if data.synthetic is None:
         raise RaycellError("data.h5ad_dir is not set: pass --h5ad_dir DIR (or use --config demo)")
-    syn = data.synthetic
-    spec = TahoeSpec(**syn.model_dump(exclude={"out_dir"}))
-    if max(cfg.data.train_plates + cfg.data.test_plates) > spec.plates:
+    spec = data.synthetic
+    if max(data.train_plates + data.test_plates) > spec.plates:
         raise RaycellError(f"data.synthetic.plates is {spec.plates}: too few for the plates asked")
-    return ensure_tahoe(syn.out_dir, spec)
+    return ensure_tahoe(spec.out_dir, spec)
 
 
 def load_tahoe_inputs(cfg: TahoeConfig) -> TahoeInputs:

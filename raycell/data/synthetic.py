@@ -13,6 +13,7 @@ drugs contrasted when its batches mix samples.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ import pandas as pd
 import scipy.sparse as sp
 from filelock import FileLock
 
+from raycell.config import TahoeSpec
 from raycell.data.tahoe import CONTROL_DRUG, PLATE_FILENAME
 
 MOA_BROAD = ("inhibitor/antagonist", "activator/agonist", "unclear")
@@ -41,17 +43,6 @@ PHASES = ("G1", "S", "G2M")
 DOSES_UM = (0.05, 0.5, 5.0)
 MARKER = "complete.json"
 GENERATOR_VERSION = 2  # bump when the biology changes: ensure_tahoe then regenerates
-
-
-@dataclass(frozen=True)
-class TahoeSpec:
-    plates: int = 4
-    cells_per_plate: int = 50_000
-    genes: int = 2_000
-    drugs: int = 40
-    cell_lines: int = 10
-    sublibraries: int = 2
-    seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -185,7 +176,8 @@ def ensure_tahoe(out_dir: str | Path, spec: TahoeSpec) -> Path:
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     marker = out / MARKER
-    wanted = pd.Series({**spec.__dict__, "version": GENERATOR_VERSION}).to_json()
+    made_by = spec.model_dump(include=set(TahoeSpec.model_fields))  # not where it was written
+    wanted = json.dumps({**made_by, "version": GENERATOR_VERSION}, sort_keys=True)
     with FileLock(str(out / ".lock")):
         if marker.is_file() and marker.read_text() == wanted:
             return out
