@@ -52,17 +52,23 @@ def test_registry_builds_the_seed_strategies(rows):
         build_strategy("bogus", rows, 1, 0)
 
 
+@pytest.mark.parametrize("world", [1, 2])
 @pytest.mark.parametrize("strategy", [BlockShuffling(block_size=4), BlockShuffling(block_size=1),
                                       Streaming(shuffle=True)])
-def test_order_changes_every_epoch_with_several_workers(strategy):
+def test_order_changes_every_epoch_with_several_workers_and_ranks(strategy, world):
     collection = np.arange(N)
-    epochs = [np.concatenate(_epoch(collection, strategy, e)) for e in range(3)]
-    for e in epochs:
-        np.testing.assert_array_equal(np.sort(e), collection)  # each cell once per epoch
-    assert not np.array_equal(epochs[0], epochs[1])
-    assert not np.array_equal(epochs[1], epochs[2])
-    # Same seed and epoch: the same order (reproducible runs).
-    np.testing.assert_array_equal(epochs[1], np.concatenate(_epoch(collection, strategy, 1)))
+
+    def whole_epoch(e):  # every rank's batches, each rank with two DataLoader workers
+        return [np.concatenate(_epoch(collection, strategy, e, r, world)) for r in range(world)]
+
+    epochs = [whole_epoch(e) for e in range(3)]
+    for ranks in epochs:
+        np.testing.assert_array_equal(np.sort(np.concatenate(ranks)), collection)  # once each
+    for rank in range(world):
+        assert not np.array_equal(epochs[0][rank], epochs[1][rank])
+        assert not np.array_equal(epochs[1][rank], epochs[2][rank])
+        # Same seed and epoch: the same order (reproducible runs).
+        np.testing.assert_array_equal(epochs[1][rank], whole_epoch(1)[rank])
 
 
 def test_streaming_is_in_order():
