@@ -115,7 +115,7 @@ def train_loop(config: dict[str, Any]) -> None:
             cells += len(y)
         elapsed = time.perf_counter() - started
         # Throughput of the whole job: cells of every rank over the slowest rank's time.
-        loss_sum, cells = _all_reduce(np.array([loss_sum, cells]))
+        loss_sum, cells = (float(v) for v in _all_reduce(np.array([loss_sum, cells])))
         elapsed = float(_all_reduce(np.array([elapsed]), dist.ReduceOp.MAX)[0])
         train_seconds += elapsed
 
