@@ -74,14 +74,32 @@ def _data_parser(sub) -> None:
     kinds = p.add_subparsers(dest="kind", required=True)
     t = kinds.add_parser("tahoe", help="Tahoe-100M plates and drug table")
     t.add_argument("--out", required=True)
-    t.add_argument("--plates", type=int, default=4)
-    t.add_argument("--cells_per_plate", type=int, default=50_000)
-    t.add_argument("--genes", type=int, default=2_000)
-    t.add_argument("--drugs", type=int, default=40)
-    t.add_argument("--cell_lines", type=int, default=10)
-    t.add_argument("--sublibraries", type=int, default=2)
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--profile", choices=("demo", "tahoe_shaped"), default="demo",
+                   help="demo: 2,000 genes, dense Poisson counts; tahoe_shaped: 62,710 genes, "
+                        "~1,400 non-zeros a cell (the bench's data)")
+    for flag in ("plates", "cells_per_plate", "genes", "drugs", "cell_lines", "sublibraries",
+                 "nnz_per_cell", "seed"):
+        t.add_argument(f"--{flag}", type=int, help="overrides the profile")
     t.set_defaults(func=_write_tahoe)
+
+
+def _bench_parser(sub) -> None:
+    p = sub.add_parser("bench", help="benchmarks")
+    kinds = p.add_subparsers(dest="kind", required=True, parser_class=Parser)
+    b = kinds.add_parser("loaders", help="loader throughput against batch diversity")
+    b.add_argument("--data", help="plate directory (default: Tahoe-shaped data, made once)")
+    b.add_argument("--seconds", type=float, default=10.0, help="measured seconds per arm")
+    b.add_argument("--warmup", type=float, default=3.0, help="warm-up seconds per arm")
+    b.add_argument("--batch_size", type=int, default=64)
+    b.add_argument("--fetch_factor", type=int, default=256)
+    b.add_argument("--block_size", type=int, default=16)
+    b.add_argument("--num_workers", type=int, default=0, help="DataLoader workers (scDataset)")
+    b.add_argument("--strategies", nargs="+", metavar="NAME", help="arms to measure (default: all)")
+    b.add_argument("--where", nargs="+", choices=("bare", "ray_train"),
+                   default=["bare", "ray_train"])
+    b.add_argument("--device", default="cpu", help="where batches are made dense: cpu | cuda")
+    b.add_argument("--out", default="results/bench")
+    b.set_defaults(func=_run_bench)
 
 
 def build_parser() -> Parser:
@@ -89,6 +107,7 @@ def build_parser() -> Parser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     _tahoe_parser(sub)
     _data_parser(sub)
+    _bench_parser(sub)
     return parser
 
 
@@ -131,19 +150,62 @@ def _run_tahoe(args: argparse.Namespace) -> None:
     print(f"figures: {figures[0].parent}")
 
 
+def _run_bench(args: argparse.Namespace) -> None:
+    from raycell.bench import ARMS, check_arms
+
+    arms = check_arms(args.strategies or list(ARMS))
+    for flag in ("seconds", "batch_size", "fetch_factor", "block_size"):
+        if getattr(args, flag) <= 0:
+            raise RaycellError(f"--{flag} must be positive")
+    if args.num_workers < 0 or args.warmup < 0:
+        raise RaycellError("--num_workers and --warmup must not be negative")
+    if args.device not in ("cpu", "cuda") and not args.device.startswith("cuda:"):
+        raise RaycellError(f"--device {args.device!r}: use cpu or cuda")
+    if args.data is None:
+        from raycell.config import TAHOE_SHAPED
+        from raycell.data.synthetic import ensure_tahoe
+
+        print("bench: Tahoe-shaped data in data/bench/tahoe-shaped (made once)", flush=True)
+        data = ensure_tahoe("data/bench/tahoe-shaped", TAHOE_SHAPED)
+    else:
+        data = Path(args.data).expanduser().resolve()
+    import torch
+
+    from raycell.bench import BenchSettings, ratios, run_bench
+    from raycell.report.plots import plot_bench
+
+    if args.device != "cpu" and not torch.cuda.is_available():
+        raise RaycellError(f"--device {args.device}: CUDA is not available on this machine")
+    out = Path(args.out).expanduser().resolve()
+    settings = BenchSettings(
+        data=str(data), out=str(out), arms=arms, where=tuple(dict.fromkeys(args.where)),
+        seconds=args.seconds, warmup_seconds=args.warmup, batch_size=args.batch_size,
+        fetch_factor=args.fetch_factor, block_size=args.block_size,
+        num_workers=args.num_workers, device=args.device, threads=torch.get_num_threads(),
+    )
+    frame = run_bench(settings)
+    plot_bench(frame, out / "bench.png")
+    print(f"\nwrote {out / 'bench.csv'} and {out / 'bench.png'}")
+    for name, value in ratios(frame).items():
+        print(f"  {name:<52} {value:8.3f}")
+
+
 def _write_tahoe(args: argparse.Namespace) -> None:
     from pydantic import ValidationError
 
-    from raycell.config import TahoeSpec
+    from raycell.config import TAHOE_SHAPED, TahoeSpec
     from raycell.data.synthetic import write_tahoe
 
+    profile = TAHOE_SHAPED if args.profile == "tahoe_shaped" else TahoeSpec()
+    given = {k: getattr(args, k) for k in TahoeSpec.model_fields if getattr(args, k) is not None}
     try:
-        spec = TahoeSpec(**{k: getattr(args, k) for k in TahoeSpec.model_fields})
+        spec = TahoeSpec(**{**profile.model_dump(), **given})
     except ValidationError as exc:
         first = exc.errors()[0]
-        raise RaycellError(f"--{first['loc'][0]}: {first['msg']}") from None
+        where = f"--{first['loc'][0]}: " if first["loc"] else ""
+        raise RaycellError(where + first["msg"].removeprefix("Value error, ")) from None
     out = write_tahoe(args.out, spec)
-    print(f"wrote {args.plates} plates and drug_metadata.parquet to {out}")
+    print(f"wrote {spec.plates} plates and drug_metadata.parquet to {out}")
 
 
 def main(argv: list[str] | None = None) -> int:

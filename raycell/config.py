@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from raycell.errors import RaycellError
 
-STRATEGY_NAMES = (
+SCDATASET_STRATEGIES = (
     "streaming",
     "streaming_buffer",
     "block_shuffling",
@@ -26,6 +26,8 @@ STRATEGY_NAMES = (
     "weighted_block",
     "weighted_true",
 )
+RAY_DATA_STRATEGIES = ("ray_streaming", "ray_buffer", "ray_block_shuffle")
+STRATEGY_NAMES = SCDATASET_STRATEGIES + RAY_DATA_STRATEGIES
 
 
 class Strict(BaseModel):
@@ -41,7 +43,22 @@ class TahoeSpec(Strict):
     drugs: int = Field(40, ge=4)
     cell_lines: int = Field(10, ge=2)
     sublibraries: int = Field(2, ge=1)
+    # None: dense Poisson counts (small gene panels); a number: counts drawn sparse, about
+    # this many non-zero genes per cell (the Tahoe-shaped profile; 62,710 genes stay cheap).
+    nnz_per_cell: int | None = Field(None, ge=1)
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _nnz_fits(self) -> TahoeSpec:
+        if self.nnz_per_cell is not None and self.nnz_per_cell > self.genes // 2:
+            raise ValueError(f"nnz_per_cell {self.nnz_per_cell} must be at most genes / 2")
+        return self
+
+
+# Real Tahoe's width and sparsity (FACTS.md: 62,710 genes, ~1.4k non-zeros a cell) at a
+# size this machine holds in its page cache: 4 plates x 50k cells, about 2.2 GB on disk.
+TAHOE_SHAPED = TahoeSpec(plates=4, cells_per_plate=50_000, genes=62_710, nnz_per_cell=1_400,
+                         drugs=95, cell_lines=50, sublibraries=2)
 
 
 class SyntheticTahoe(TahoeSpec):
@@ -80,6 +97,13 @@ class ScDatasetSettings(Strict):
     num_workers: int = Field(8, ge=0)  # DataLoader workers per Ray Train worker
 
 
+class RayDataSettings(Strict):
+    """The Ray Data arms; the defaults match one scDataset fetch (batch 64 x fetch_factor 256)."""
+
+    read_rows: int = Field(16_384, ge=1)  # rows per read task (one Arrow block)
+    shuffle_buffer_rows: int = Field(16_384, ge=1)  # ray_buffer's and ray_block_shuffle's buffer
+
+
 class WeightSettings(Strict):
     min_count_baseline: int = Field(1000, ge=0)
 
@@ -90,7 +114,7 @@ class StrategySettings(Strict):
 
 
 def _strategy_defaults() -> dict[str, StrategySettings]:
-    sizes = {"block_shuffling": 16, "weighted_block": 16}
+    sizes = {"block_shuffling": 16, "weighted_block": 16, "ray_block_shuffle": 16}
     return {name: StrategySettings(block_size=sizes.get(name, 1)) for name in STRATEGY_NAMES}
 
 
@@ -115,6 +139,7 @@ class TahoeConfig(Strict):
     data: TahoeData = Field(default_factory=TahoeData)
     training: TahoeTraining = Field(default_factory=TahoeTraining)
     scdataset: ScDatasetSettings = Field(default_factory=ScDatasetSettings)
+    ray_data: RayDataSettings = Field(default_factory=RayDataSettings)
     weights: WeightSettings = Field(default_factory=WeightSettings)
     strategies: dict[str, StrategySettings] = Field(default_factory=_strategy_defaults)
     ray: RaySettings = Field(default_factory=RaySettings)

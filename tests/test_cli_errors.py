@@ -91,3 +91,11 @@ def assert_clean_error(result, culprit, save_dir):
     assert len(lines) == 1 and lines[0].startswith("raycell: error:"), result.stderr
     assert culprit in lines[0]
     assert not save_dir.exists()
+
+
+def test_generator_profile_values_out_of_range_are_one_line(tmp_path):
+    done = run_cli("data", "tahoe", "--out", str(tmp_path / "d"), "--profile", "tahoe_shaped",
+                   "--genes", "1000")
+    assert done.returncode == 2
+    assert "nnz_per_cell 1400 must be at most genes / 2" in done.stderr
+    assert not (tmp_path / "d").exists()

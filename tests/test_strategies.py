@@ -5,7 +5,7 @@ import pytest
 import scipy.sparse as sp
 from scdataset import BlockShuffling, BlockWeightedSampling, Streaming
 
-from raycell.config import STRATEGY_NAMES, load_tahoe_config
+from raycell.config import SCDATASET_STRATEGIES, load_tahoe_config
 from raycell.data.inputs import load_tahoe_inputs
 from raycell.errors import RaycellError
 from raycell.loading.sparse import TahoeRows
@@ -37,7 +37,7 @@ def test_registry_builds_the_seed_strategies(rows):
     cfg = load_tahoe_config("default")
     built = {
         name: build_strategy(name, rows, cfg.strategies[name].block_size, 1000)
-        for name in STRATEGY_NAMES
+        for name in SCDATASET_STRATEGIES
     }
     assert isinstance(built["streaming"], Streaming) and not built["streaming"].shuffle
     assert built["streaming_buffer"].shuffle
@@ -48,7 +48,7 @@ def test_registry_builds_the_seed_strategies(rows):
         assert isinstance(s, BlockWeightedSampling) and s.replace
         assert s.total_size == len(rows) and len(s.weights) == len(rows)
     assert built["weighted_block"].block_size == 16 and built["weighted_true"].block_size == 1
-    with pytest.raises(RaycellError, match="unknown strategy 'bogus'"):
+    with pytest.raises(RaycellError, match="unknown scDataset strategy 'bogus'"):
         build_strategy("bogus", rows, 1, 0)
 
 

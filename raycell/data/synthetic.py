@@ -43,6 +43,7 @@ PHASES = ("G1", "S", "G2M")
 DOSES_UM = (0.05, 0.5, 5.0)
 MARKER = "complete.json"
 GENERATOR_VERSION = 2  # bump when the biology changes: ensure_tahoe then regenerates
+DEPTH_SIGMA = 0.35  # log-normal spread of sequencing depth between cells
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,51 @@ def _biology(spec: TahoeSpec, rng: np.random.Generator) -> _Biology:
     drug_effect = np.vstack([fine_effect[fine_of_drug] + own, np.zeros((1, g))])
     line_share = rng.dirichlet(np.full(spec.cell_lines, 8.0))
     return _Biology(base, line_effect, drug_effect, line_share)
+
+
+def _draws_for_nnz(base: np.ndarray, nnz: int) -> int:
+    """UMIs to draw per cell so that about ``nnz`` distinct genes come out.
+
+    Expected distinct genes after m draws from p: sum over genes of 1 - (1 - p)^m.
+    """
+    p = np.exp(base) / np.exp(base).sum()
+    lo, hi = nnz, 1000 * nnz
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        distinct = np.sum(-np.expm1(mid * np.log1p(-p)))
+        lo, hi = (mid, hi) if distinct < nnz else (lo, mid)
+    return hi
+
+
+def _poisson_counts(bio: _Biology, well: int, lines: np.ndarray, depth: np.ndarray,
+                    rng: np.random.Generator) -> sp.csr_matrix:
+    """Dense Poisson counts: exact, for small gene panels."""
+    rate = np.exp(bio.base + bio.line_effect[lines] + bio.drug_effect[well]) * depth[:, None]
+    return sp.csr_matrix(rng.poisson(rate).astype(np.float32))
+
+
+def _sparse_counts(bio: _Biology, line_rate: np.ndarray, well: int, lines: np.ndarray,
+                   depth: np.ndarray, draws: int, rng: np.random.Generator) -> sp.csr_matrix:
+    """Counts as multinomial UMI draws over genes: work scales with non-zeros, not genes.
+
+    ``line_rate`` is exp(base + line effect), (lines, genes), computed once per plate.
+    """
+    genes = bio.base.size
+    drug_rate = np.exp(bio.drug_effect[well])
+    per_cell = np.maximum(1, np.round(draws * depth)).astype(np.int64)
+    cell_of_draw = np.repeat(np.arange(lines.size), per_cell)
+    gene = np.empty(cell_of_draw.size, np.int64)
+    line_of_draw = lines[cell_of_draw]
+    for line in np.unique(lines):
+        at = np.flatnonzero(line_of_draw == line)
+        cdf = np.cumsum(line_rate[line] * drug_rate)
+        gene[at] = np.searchsorted(cdf, rng.random(at.size) * cdf[-1], side="right")
+    np.minimum(gene, genes - 1, out=gene)  # guards the float edge u * total == total
+    keys, counts = np.unique(cell_of_draw * genes + gene, return_counts=True)
+    cells = keys // genes
+    indptr = np.r_[0, np.cumsum(np.bincount(cells, minlength=lines.size))]
+    return sp.csr_matrix((counts.astype(np.float32), (keys % genes).astype(np.int32), indptr),
+                         shape=(lines.size, genes))
 
 
 def drug_table(spec: TahoeSpec) -> pd.DataFrame:
@@ -97,6 +143,8 @@ def _plate(spec: TahoeSpec, plate: int, bio: _Biology, drugs: list[str],
     doses = rng.choice(DOSES_UM, n_samples)
     per_sub = np.full(spec.sublibraries, spec.cells_per_plate // spec.sublibraries)
     per_sub[: spec.cells_per_plate % spec.sublibraries] += 1
+    draws = _draws_for_nnz(bio.base, spec.nnz_per_cell) if spec.nnz_per_cell else None
+    line_rate = np.exp(bio.base + bio.line_effect) if draws else None
     blocks, obs = [], []
     for sub, n_sub in enumerate(per_sub):
         sizes = rng.multinomial(n_sub, rng.dirichlet(np.full(n_samples, 20.0)))
@@ -104,10 +152,11 @@ def _plate(spec: TahoeSpec, plate: int, bio: _Biology, drugs: list[str],
             if n == 0:
                 continue
             lines = rng.choice(spec.cell_lines, n, p=bio.line_share)
-            depth = rng.lognormal(0.0, 0.35, n)
-            log_rate = bio.base + bio.line_effect[lines] + bio.drug_effect[well]
-            rate = np.exp(log_rate) * depth[:, None]
-            blocks.append(sp.csr_matrix(rng.poisson(rate).astype(np.float32)))
+            depth = rng.lognormal(0.0, DEPTH_SIGMA, n)
+            blocks.append(
+                _sparse_counts(bio, line_rate, well, lines, depth, draws, rng) if draws
+                else _poisson_counts(bio, well, lines, depth, rng)
+            )
             drug = drugs[well]
             obs.append(pd.DataFrame({
                 "sample": f"smp_{plate * 1000 + well}",

@@ -22,17 +22,18 @@ from raycell.data.tahoe import TahoeSplit
 
 @dataclass
 class SparseBatch:
-    """Rows as CSR plus their (n, 4) task labels; what fetches and batches carry."""
+    """Rows as CSR, their (n, 4) task labels and their row ids in the split."""
 
     x: sp.csr_array
     labels: np.ndarray
+    rows: np.ndarray  # int64 position of each row in its split (for diversity, debugging)
 
     def __len__(self) -> int:
         return self.x.shape[0]
 
     def __getitem__(self, rows: np.ndarray) -> SparseBatch:
         """Rows by position: how scDataset cuts batches out of a fetch."""
-        return SparseBatch(self.x[rows], self.labels[rows])
+        return SparseBatch(self.x[rows], self.labels[rows], self.rows[rows])
 
     def dense_on(self, device: torch.device, log1p: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """Move CSR to ``device`` and densify there.
@@ -40,10 +41,12 @@ class SparseBatch:
         A dense Tahoe row is 251 KB, a CSR one about 11 KB: densify as late as possible.
         """
         x = self.x
-        values = torch.from_numpy(x.data).to(device, non_blocking=True)
+        # Arrow-backed batches (Ray Data arms) are read-only: torch wants writable memory.
+        values = torch.from_numpy(np.require(x.data, requirements="W")).to(device,
+                                                                           non_blocking=True)
         if log1p:
             values = torch.log1p(values)  # zeros stay zeros, so this is safe on CSR values
-        columns = torch.from_numpy(x.indices).to(device, non_blocking=True).long()
+        columns = torch.from_numpy(x.indices.astype(np.int64)).to(device, non_blocking=True)
         lengths = torch.from_numpy(np.diff(x.indptr)).to(device, non_blocking=True)
         rows = torch.repeat_interleave(torch.arange(x.shape[0], device=device), lengths)
         dense = torch.zeros(x.shape, dtype=torch.float32, device=device)
@@ -72,7 +75,7 @@ class TahoeRows:
         self.labels = labels
         self.offsets = np.cumsum([0] + [p.n_rows for p in split.plates])
         self.n_vars = split.n_vars
-        self._datasets: dict[int, tuple[h5py.Dataset, h5py.Dataset]] = {}
+        self._datasets: dict[str, tuple[h5py.Dataset, h5py.Dataset]] = {}
 
     def __len__(self) -> int:
         return int(self.offsets[-1])
@@ -81,11 +84,12 @@ class TahoeRows:
         return {**self.__dict__, "_datasets": {}}
 
     def _open(self, plate: int) -> tuple[h5py.Dataset, h5py.Dataset]:
-        """(X/data, X/indices) of a plate, opened once per process."""
-        if plate not in self._datasets:
-            x = h5py.File(self.split.plates[plate].path, "r")["X"]
-            self._datasets[plate] = (x["data"], x["indices"])
-        return self._datasets[plate]
+        """(X/data, X/indices) of a plate's file, opened once per process."""
+        path = self.split.plates[plate].path
+        if path not in self._datasets:
+            x = h5py.File(path, "r")["X"]
+            self._datasets[path] = (x["data"], x["indices"])
+        return self._datasets[path]
 
     def __getitem__(self, rows: np.ndarray) -> SparseBatch:
         rows = np.asarray(rows)
@@ -115,5 +119,5 @@ class TahoeRows:
             shape=(unique.size, self.n_vars),
         )
         labels = self.labels.expand(self.split.codes[unique])
-        batch = SparseBatch(x, labels)
+        batch = SparseBatch(x, labels, unique)
         return batch if unique.size == rows.size else batch[inverse.ravel()]

@@ -13,7 +13,7 @@ import numpy as np
 from scdataset import BlockShuffling, BlockWeightedSampling, SamplingStrategy, Streaming, scDataset
 from torch.utils.data import DataLoader
 
-from raycell.config import STRATEGY_NAMES
+from raycell.config import SCDATASET_STRATEGIES
 from raycell.errors import RaycellError
 from raycell.loading.sparse import TahoeRows
 from raycell.loading.weights import group_weights
@@ -38,14 +38,16 @@ _BUILDERS: dict[str, Callable[[StrategyInputs], SamplingStrategy]] = {
         block_size=s.block_size, weights=s.weights(), replace=True, total_size=s.n_cells
     ),
 }
-assert tuple(_BUILDERS) == STRATEGY_NAMES
+assert tuple(_BUILDERS) == SCDATASET_STRATEGIES
 
 
 def build_strategy(
     name: str, rows: TahoeRows, block_size: int, min_count_baseline: int
 ) -> SamplingStrategy:
     if name not in _BUILDERS:
-        raise RaycellError(f"unknown strategy {name!r} (known: {', '.join(STRATEGY_NAMES)})")
+        raise RaycellError(
+            f"unknown scDataset strategy {name!r} (known: {', '.join(SCDATASET_STRATEGIES)})"
+        )
     inputs = StrategyInputs(
         block_size=block_size,
         n_cells=len(rows),

@@ -1,14 +1,18 @@
 """The Tahoe Ray Train worker loop: read, step, evaluate, checkpoint, report.
 
-Every rank builds its own scDataset with its rank and world size, so ranks read
-disjoint fetches; confusion matrices and throughput counters are all-reduced so
-rank 0 reports metrics of the whole test set and of all ranks' training.
+scDataset arms: every rank builds its own scDataset with its rank and world size,
+so ranks read disjoint fetches. Ray Data arms: every rank iterates its shard of
+the trainer's "train" dataset (equal split). Either way the test set streams in
+order through scDataset, so every arm is scored by the same evaluator; confusion
+matrices and throughput counters are all-reduced so rank 0 reports metrics of the
+whole test set and of all ranks' training.
 """
 
 from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +24,11 @@ import torch
 import torch.distributed as dist
 from scdataset import Streaming
 
-from raycell.config import TahoeConfig
+from raycell.config import RAY_DATA_STRATEGIES, TahoeConfig
 from raycell.data.inputs import TahoeInputs
 from raycell.data.labels import TASKS
-from raycell.loading.sparse import TahoeRows
+from raycell.loading.raydata import iter_sparse_batches
+from raycell.loading.sparse import SparseBatch, TahoeRows
 from raycell.loading.strategies import (
     batches_per_rank,
     build_strategy,
@@ -64,6 +69,33 @@ def _evaluate(model: MultiTaskLinear, loader, device, log1p: bool, sizes: dict[s
     return scores
 
 
+def _train_batches(cfg: TahoeConfig, strategy: str, seed: int, inputs: TahoeInputs,
+                   rank: int, world: int) -> Callable[[int], Iterator[SparseBatch]]:
+    """epoch -> this rank's training batches of that epoch."""
+    batch_size = cfg.training.batch_size
+    if strategy in RAY_DATA_STRATEGIES:
+        shard = ray.train.get_dataset_shard("train")
+        return lambda epoch: iter_sparse_batches(
+            shard, strategy, inputs.train.n_vars, batch_size, cfg.ray_data.shuffle_buffer_rows,
+            seed + 1000 * epoch + rank,
+        )
+    rows = TahoeRows(inputs.train, inputs.labels)
+    dataset = make_dataset(
+        rows,
+        build_strategy(strategy, rows, cfg.strategies[strategy].block_size,
+                       cfg.weights.min_count_baseline),
+        batch_size, cfg.scdataset.fetch_factor, seed, rank, world,
+    )
+    steps = batches_per_rank(dataset)
+
+    def epoch_batches(epoch: int) -> Iterator[SparseBatch]:
+        dataset.set_epoch(epoch)
+        loader = make_loader(dataset, cfg.scdataset.num_workers)
+        return (batch for _, batch in zip(range(steps), loader, strict=False))
+
+    return epoch_batches
+
+
 def train_loop(config: dict[str, Any]) -> None:
     cfg = TahoeConfig.model_validate(config["cfg"])
     strategy, seed = config["strategy"], int(config["seed"])
@@ -73,19 +105,11 @@ def train_loop(config: dict[str, Any]) -> None:
     device = ray.train.torch.get_device()
     torch.manual_seed(seed)
 
-    train_rows = TahoeRows(inputs.train, inputs.labels)
-    test_rows = TahoeRows(inputs.test, inputs.labels)
-    block = cfg.strategies[strategy].block_size
-    train_ds = make_dataset(
-        train_rows,
-        build_strategy(strategy, train_rows, block, cfg.weights.min_count_baseline),
+    train_batches = _train_batches(cfg, strategy, seed, inputs, rank, world)
+    test_ds = make_dataset(
+        TahoeRows(inputs.test, inputs.labels), Streaming(shuffle=False),
         cfg.training.batch_size, cfg.scdataset.fetch_factor, seed, rank, world,
     )
-    test_ds = make_dataset(
-        test_rows, Streaming(shuffle=False), cfg.training.batch_size,
-        cfg.scdataset.fetch_factor, seed, rank, world,
-    )
-    steps = batches_per_rank(train_ds)
     workers = cfg.scdataset.num_workers
     sizes = inputs.labels.sizes()
     log1p = cfg.training.log1p
@@ -103,9 +127,8 @@ def train_loop(config: dict[str, Any]) -> None:
         start_epoch, train_seconds = state["epoch"] + 1, state["train_seconds"]
 
     for epoch in range(start_epoch, cfg.training.num_epochs):
-        train_ds.set_epoch(epoch)
         loss_sum, cells, started = 0.0, 0, time.perf_counter()
-        for _, batch in zip(range(steps), make_loader(train_ds, workers), strict=False):
+        for batch in train_batches(epoch):
             x, y = batch.dense_on(device, log1p)
             loss = model.loss(ddp_model(x), y)
             optimizer.zero_grad(set_to_none=True)

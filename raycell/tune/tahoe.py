@@ -13,12 +13,13 @@ from typing import Any
 import pandas as pd
 import ray
 from ray import tune
-from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from raycell.config import TahoeConfig, config_key
+from raycell.config import RAY_DATA_STRATEGIES, TahoeConfig, config_key
 from raycell.data.inputs import TahoeInputs
+from raycell.loading.raydata import execution_options, tahoe_dataset
 from raycell.results import CURVE_COLUMNS, SUMMARY_COLUMNS, summary_row, upsert
 from raycell.train import runtime
 from raycell.train.tahoe import train_loop
@@ -29,6 +30,8 @@ def run_key(cfg: TahoeConfig, strategy: str, seed: int) -> str:
     """Hash of everything that changes a run's numbers (not where its files go)."""
     payload = cfg.model_dump(exclude={"output", "strategies"})
     payload["training"].pop("seeds")
+    if strategy not in RAY_DATA_STRATEGIES:  # keeps the keys of existing scDataset rows
+        payload.pop("ray_data")
     payload["strategy"] = {"name": strategy, **cfg.strategies[strategy].model_dump()}
     payload["seed"] = seed
     return config_key(payload)
@@ -37,9 +40,19 @@ def run_key(cfg: TahoeConfig, strategy: str, seed: int) -> str:
 def _trial(config: dict[str, Any]) -> None:
     """A Tune trial: fit one TorchTrainer for one (strategy, seed)."""
     cfg = TahoeConfig.model_validate(config["cfg"])
+    strategy = config["strategy"]
+    datasets = {}
+    if strategy in RAY_DATA_STRATEGIES:  # Ray Data arms reach the workers as dataset shards
+        inputs: TahoeInputs = ray.get(config["inputs"])
+        datasets["train"] = tahoe_dataset(
+            strategy, inputs.train, inputs.labels, cfg.ray_data.read_rows,
+            cfg.strategies[strategy].block_size, int(config["seed"]),
+        )
     trainer = TorchTrainer(
         train_loop,
         train_loop_config=config,
+        datasets=datasets,
+        dataset_config=DataConfig(execution_options={"train": execution_options()}),
         scaling_config=ScalingConfig(
             num_workers=cfg.ray.num_workers,
             use_gpu=cfg.ray.use_gpu,
