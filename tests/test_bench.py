@@ -34,14 +34,15 @@ def test_a_short_run_writes_every_arm_bare_and_in_a_ray_train_worker(tahoe_dir, 
     out = tmp_path / "bench"
     done = run_cli("bench", "loaders", "--data", str(tahoe_dir), "--seconds", "0.5",
                    "--warmup", "0.2", "--batch_size", "16", "--fetch_factor", "4",
-                   "--block_size", "4", "--strategies", *ARMS_SHORT, "--out", str(out))
+                   "--block_size", "4", "--rounds", "2", "--strategies", *ARMS_SHORT,
+                   "--out", str(out), timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     bench = pd.read_csv(out / "bench.csv")
     assert list(bench.columns) == BENCH_COLUMNS
-    assert len(bench) == 2 * len(ARMS_SHORT)
-    assert set(bench["where"]) == {"bare", "ray_train"}
+    assert len(bench) == 2 * 2 * len(ARMS_SHORT)  # two places, two rounds
+    assert set(bench["where"]) == {"bare", "ray_train"} and set(bench["round"]) == {1, 2}
     assert (bench["cells_per_s"] > 0).all() and (bench["batches"] > 0).all()
-    bare = bench[bench["where"] == "bare"].set_index("arm")
+    bare = bench[(bench["where"] == "bare") & (bench["round"] == 1)].set_index("arm")
     # In-order streaming sees one or two wells a batch; random draws mix drugs and plates.
     assert bare.at["streaming", "drug_entropy"] < 0.5 * bare.at["random", "drug_entropy"]
     assert bare.at["random", "plate_entropy"] > 0.5

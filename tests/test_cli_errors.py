@@ -13,9 +13,9 @@ from raycell.data.tahoe import PLATE_FILENAME
 PLATES = ["--train_plates", "1", "2", "--test_plates", "3"]
 
 
-def run_cli(*args, cwd=None):
+def run_cli(*args, cwd=None, timeout=120):
     return subprocess.run([sys.executable, "-m", "raycell.cli", *args], capture_output=True,
-                          text=True, cwd=cwd, timeout=120)
+                          text=True, cwd=cwd, timeout=timeout)
 
 
 def copy_plates(src, dst):

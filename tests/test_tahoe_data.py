@@ -86,3 +86,21 @@ def test_max_cells_takes_the_first_cells_across_plates(tahoe_dir, tmp_path):
     got = load_tahoe_inputs(cfg)
     assert [p.n_rows for p in got.train.plates] == [900, 100]
     assert len(got.test) == 10
+
+
+@pytest.mark.parametrize("fill", ["dense_by_scipy", "dense_by_scatter"])
+def test_batches_made_dense_equal_the_reference(inputs, tahoe_dir, fill):
+    import torch
+
+    from raycell.loading import sparse
+
+    ref = _reference(tahoe_dir, [1, 2])
+    idx = np.arange(100, 164)
+    batch = TahoeRows(inputs.train, inputs.labels)[idx]
+    expected = np.log1p(ref.X[idx].toarray())
+    dense = getattr(sparse, fill)(batch.x, torch.device("cpu"))
+    np.testing.assert_array_equal(dense.numpy(), ref.X[idx].toarray())
+    x, y = batch.dense_on(torch.device("cpu"), log1p=True)
+    np.testing.assert_allclose(x.numpy(), expected, rtol=1e-6)
+    np.testing.assert_array_equal(y.numpy(), batch.labels)
+    np.testing.assert_array_equal(batch.rows, idx)

@@ -22,13 +22,19 @@ from anndata.experimental import AnnCollection
 from scdataset import BlockShuffling, scDataset
 
 from raycell.data.tahoe import TahoeSplit
+from raycell.errors import RaycellError
 from raycell.loading.sparse import TahoeRows
 
 DenseBatches = Iterator[tuple[torch.Tensor, np.ndarray]]
 
 
 def _backed(split: TahoeSplit) -> list[anndata.AnnData]:
-    return [anndata.read_h5ad(p.path, backed="r")[: p.n_rows] for p in split.plates]
+    """Whole plates in backed mode. Not views: a row of a backed view reads all of X."""
+    plates = [anndata.read_h5ad(p.path, backed="r") for p in split.plates]
+    for adata, rows in zip(plates, split.plates, strict=True):
+        if adata.n_obs != rows.n_rows:
+            raise RaycellError(f"{rows.path}: the references read whole plates only")
+    return plates
 
 
 def _dense(x, device: torch.device) -> torch.Tensor:

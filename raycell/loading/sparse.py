@@ -36,22 +36,33 @@ class SparseBatch:
         return SparseBatch(self.x[rows], self.labels[rows], self.rows[rows])
 
     def dense_on(self, device: torch.device, log1p: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """Move CSR to ``device`` and densify there.
+        """Make the rows dense on ``device``, as late as possible.
 
-        A dense Tahoe row is 251 KB, a CSR one about 11 KB: densify as late as possible.
+        A dense Tahoe row is 251 KB, a CSR one about 11 KB. On a GPU the CSR arrays
+        move and a scatter fills a zeroed tensor there; on the CPU scipy's C kernel
+        fills it directly (about 2x faster than a torch scatter at 62,710 genes).
         """
         x = self.x
         # Arrow-backed batches (Ray Data arms) are read-only: torch wants writable memory.
-        values = torch.from_numpy(np.require(x.data, requirements="W")).to(device,
-                                                                           non_blocking=True)
-        if log1p:
-            values = torch.log1p(values)  # zeros stay zeros, so this is safe on CSR values
-        columns = torch.from_numpy(x.indices.astype(np.int64)).to(device, non_blocking=True)
-        lengths = torch.from_numpy(np.diff(x.indptr)).to(device, non_blocking=True)
-        rows = torch.repeat_interleave(torch.arange(x.shape[0], device=device), lengths)
-        dense = torch.zeros(x.shape, dtype=torch.float32, device=device)
-        dense[rows, columns] = values
-        return dense, torch.from_numpy(self.labels).to(device, non_blocking=True)
+        data = np.log1p(x.data) if log1p else np.require(x.data, requirements="W")  # 0 stays 0
+        labels = torch.from_numpy(self.labels).to(device, non_blocking=True)
+        fill = dense_by_scipy if device.type == "cpu" else dense_by_scatter
+        return fill(sp.csr_array((data, x.indices, x.indptr), shape=x.shape), device), labels
+
+
+def dense_by_scipy(x: sp.csr_array, device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(x.toarray()).to(device)
+
+
+def dense_by_scatter(x: sp.csr_array, device: torch.device) -> torch.Tensor:
+    """Move the CSR arrays to ``device`` and scatter them into a zeroed tensor there."""
+    values = torch.from_numpy(x.data).to(device, non_blocking=True)
+    columns = torch.from_numpy(x.indices.astype(np.int64)).to(device, non_blocking=True)
+    lengths = torch.from_numpy(np.diff(x.indptr)).to(device, non_blocking=True)
+    rows = torch.repeat_interleave(torch.arange(x.shape[0], device=device), lengths)
+    dense = torch.zeros(x.shape, dtype=torch.float32, device=device)
+    dense[rows, columns] = values
+    return dense
 
 
 def runs(sorted_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

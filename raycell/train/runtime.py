@@ -27,7 +27,8 @@ def ensure_ray(settings: RaySettings) -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(log_to_driver=True)
     else:
-        ray.init(num_cpus=local_cpus(settings), include_dashboard=False, log_to_driver=True)
+        # The dashboard serves the state API that Ray Train V2 polls for its controller.
+        ray.init(num_cpus=local_cpus(settings), log_to_driver=True)
 
 
 def tracking_uri(save_dir: Path) -> str:
