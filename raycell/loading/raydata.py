@@ -23,6 +23,7 @@ from functools import partial
 
 import numpy as np
 import pyarrow as pa
+import scipy.sparse as sp
 from ray.data import DataContext, Dataset, Datasource, ExecutionOptions, ReadTask, read_datasource
 from ray.data.block import BlockMetadata
 
@@ -96,7 +97,6 @@ def to_arrow(batch: SparseBatch) -> pa.Table:
 
 def from_arrow(table: pa.Table, n_vars: int) -> SparseBatch:
     """An Arrow batch (possibly a slice of several blocks) as a SparseBatch, values uncopied."""
-    import scipy.sparse as sp
 
     def flat(name: str) -> tuple[np.ndarray, np.ndarray]:
         column = table.column(name).combine_chunks()

@@ -19,11 +19,12 @@ import anndata
 import numpy as np
 import torch
 from anndata.experimental import AnnCollection
-from scdataset import BlockShuffling, scDataset
+from scdataset import BlockShuffling
 
 from raycell.data.tahoe import TahoeSplit
 from raycell.errors import RaycellError
 from raycell.loading.sparse import TahoeRows
+from raycell.loading.strategies import EpochDataset
 
 DenseBatches = Iterator[tuple[torch.Tensor, np.ndarray]]
 
@@ -63,14 +64,13 @@ def anncollection_batches(split: TahoeSplit, batch_size: int, fetch_factor: int,
         adata.obs["row"] = indices
         return adata
 
-    dataset = scDataset(collection, BlockShuffling(block_size=block_size), batch_size=batch_size,
-                        fetch_factor=fetch_factor, fetch_callback=fetch, seed=seed)
-    epoch = 0
-    while True:
-        dataset._epoch = epoch  # as EpochDataset.set_epoch; scDataset is used plain here
+    dataset = EpochDataset(collection, BlockShuffling(block_size=block_size),
+                           batch_size=batch_size, fetch_factor=fetch_factor, fetch_callback=fetch,
+                           seed=seed)
+    for epoch in range(10**9):
+        dataset.set_epoch(epoch)
         for batch in dataset:
             yield _dense(batch.X, device), batch.obs["row"].to_numpy()
-        epoch += 1
 
 
 def sequential_batches(rows: TahoeRows, batch_size: int, fetch_factor: int,
