@@ -23,7 +23,8 @@ TAHOE_OVERRIDES: dict[str, tuple[str, ...]] = {
     "num_workers": ("scdataset.num_workers",),
     "min_count_baseline": ("weights.min_count_baseline",),
     # Sets the block arms; random and weighted_true are block size 1 by definition.
-    "block_size": ("strategies.block_shuffling.block_size", "strategies.weighted_block.block_size"),
+    "block_size": ("strategies.block_shuffling.block_size", "strategies.weighted_block.block_size",
+                   "strategies.ray_block_shuffle.block_size"),
     "max_train_cells": ("data.max_train_cells",),
     "max_test_cells": ("data.max_test_cells",),
     "h5ad_dir": ("data.h5ad_dir",),
@@ -56,7 +57,8 @@ def _tahoe_parser(sub) -> None:
     p.add_argument("--fetch_factor", type=int)
     p.add_argument("--num_workers", type=int, help="DataLoader workers per Ray Train worker")
     p.add_argument("--min_count_baseline", type=int)
-    p.add_argument("--block_size", type=int, help="block size of block_shuffling, weighted_block")
+    p.add_argument("--block_size", type=int,
+                   help="block size of block_shuffling, weighted_block, ray_block_shuffle")
     p.add_argument("--max_train_cells", type=int)
     p.add_argument("--max_test_cells", type=int)
     p.add_argument("--h5ad_dir")

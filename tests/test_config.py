@@ -30,6 +30,7 @@ def test_cli_values_override_the_config():
     assert cfg.training.seeds == [1, 2]
     assert cfg.strategies["block_shuffling"].block_size == 32
     assert cfg.strategies["weighted_block"].block_size == 32
+    assert cfg.strategies["ray_block_shuffle"].block_size == 32
     assert cfg.strategies["random"].block_size == 1  # block size 1 by definition
     assert cfg.scdataset.num_workers == 3
     assert cfg.data.h5ad_dir == "/data/tahoe"
