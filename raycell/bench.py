@@ -24,17 +24,16 @@ import numpy as np
 import pandas as pd
 import torch
 
-from raycell.config import RAY_DATA_STRATEGIES, SCDATASET_STRATEGIES, STRATEGY_NAMES
-from raycell.data.labels import LabelSpace
-from raycell.data.tahoe import (
-    CONTROL_DRUG,
-    TahoeSplit,
-    find_drug_table,
-    find_plates,
-    plate_cell_lines,
-    read_drug_table,
-    read_split,
+from raycell.config import (
+    BLOCK_STRATEGIES,
+    RAY_DATA_STRATEGIES,
+    SCDATASET_STRATEGIES,
+    STRATEGY_NAMES,
+    WeightSettings,
 )
+from raycell.data.inputs import build_labels
+from raycell.data.labels import LabelSpace
+from raycell.data.tahoe import TahoeSplit, find_drug_table, find_plates, read_split
 from raycell.errors import RaycellError
 from raycell.loading import references
 from raycell.loading.sparse import TahoeRows
@@ -85,7 +84,7 @@ def load_bench_split(data_dir: Path) -> tuple[TahoeSplit, LabelSpace]:
     """Every plate of ``data_dir`` as one split, labels from its drug table (validated)."""
     paths = list(find_plates(data_dir).values())
     table = find_drug_table(data_dir, None)
-    labels = LabelSpace.build(read_drug_table(table), plate_cell_lines(paths), CONTROL_DRUG)
+    labels = build_labels(paths, table)
     return read_split(paths, labels, None, table), labels
 
 
@@ -120,8 +119,9 @@ def arm_batches(arm: str, split: TahoeSplit, labels: LabelSpace, s: BenchSetting
                 yield batch.dense_on(device, log1p=False)[0], batch.rows
     else:
         rows = TahoeRows(split, labels)
-        block = s.block_size if arm in ("block_shuffling", "weighted_block") else 1
-        dataset = make_dataset(rows, build_strategy(arm, rows, block, 1000),
+        block = s.block_size if arm in BLOCK_STRATEGIES else 1
+        baseline = WeightSettings().min_count_baseline
+        dataset = make_dataset(rows, build_strategy(arm, rows, block, baseline),
                                s.batch_size, s.fetch_factor, s.seed)
         for epoch in range(10**9):
             dataset.set_epoch(epoch)

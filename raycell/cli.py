@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from raycell.config import BLOCK_STRATEGIES
 from raycell.errors import RaycellError
 
 # CLI flag -> dotted config keys it overrides (the seed's flag names).
@@ -23,8 +24,7 @@ TAHOE_OVERRIDES: dict[str, tuple[str, ...]] = {
     "num_workers": ("scdataset.num_workers",),
     "min_count_baseline": ("weights.min_count_baseline",),
     # Sets the block arms; random and weighted_true are block size 1 by definition.
-    "block_size": ("strategies.block_shuffling.block_size", "strategies.weighted_block.block_size",
-                   "strategies.ray_block_shuffle.block_size"),
+    "block_size": tuple(f"strategies.{name}.block_size" for name in BLOCK_STRATEGIES),
     "max_train_cells": ("data.max_train_cells",),
     "max_test_cells": ("data.max_test_cells",),
     "h5ad_dir": ("data.h5ad_dir",),

@@ -28,6 +28,8 @@ SCDATASET_STRATEGIES = (
 )
 RAY_DATA_STRATEGIES = ("ray_streaming", "ray_buffer", "ray_block_shuffle")
 STRATEGY_NAMES = SCDATASET_STRATEGIES + RAY_DATA_STRATEGIES
+# Arms read in blocks of block_size rows (16 by default); the others are block 1 by definition.
+BLOCK_STRATEGIES = ("block_shuffling", "weighted_block", "ray_block_shuffle")
 
 
 class Strict(BaseModel):
@@ -114,8 +116,8 @@ class StrategySettings(Strict):
 
 
 def _strategy_defaults() -> dict[str, StrategySettings]:
-    sizes = {"block_shuffling": 16, "weighted_block": 16, "ray_block_shuffle": 16}
-    return {name: StrategySettings(block_size=sizes.get(name, 1)) for name in STRATEGY_NAMES}
+    return {name: StrategySettings(block_size=16 if name in BLOCK_STRATEGIES else 1)
+            for name in STRATEGY_NAMES}
 
 
 class RaySettings(Strict):

@@ -88,3 +88,15 @@ def test_unknown_strategy_in_the_list_is_one_line_and_exit_code_2(tmp_path):
     assert done.returncode == 2
     assert "unknown strategy 'ray_random'" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--seconds", "0"], "--seconds must be positive"),
+    (["--rounds", "0"], "--rounds must be positive"),
+    (["--num_workers", "-1"], "--num_workers and --warmup must not be negative"),
+    (["--device", "tpu"], "--device 'tpu': use cpu or cuda"),
+])
+def test_bad_bench_flags_are_one_line_and_exit_code_2(tmp_path, args, expected):
+    done = run_cli("bench", "loaders", *args, "--out", str(tmp_path / "b"))
+    assert done.returncode == 2 and expected in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and not (tmp_path / "b").exists()

@@ -45,15 +45,19 @@ def resolve_h5ad_dir(cfg: TahoeConfig) -> Path:
     return ensure_tahoe(spec.out_dir, spec)
 
 
+def build_labels(plate_paths: list[Path], table_path: Path) -> LabelSpace:
+    """Label spaces from the (stripped) drug table and every plate's cell-line categories."""
+    return LabelSpace.build(read_drug_table(table_path), plate_cell_lines(plate_paths),
+                            CONTROL_DRUG)
+
+
 def load_tahoe_inputs(cfg: TahoeConfig) -> TahoeInputs:
     h5ad_dir = resolve_h5ad_dir(cfg)
     plates = find_plates(h5ad_dir)
     train_paths = select_plates(plates, cfg.data.train_plates, "train")
     test_paths = select_plates(plates, cfg.data.test_plates, "test")
     table_path = find_drug_table(h5ad_dir, cfg.data.drug_table)
-    labels = LabelSpace.build(
-        read_drug_table(table_path), plate_cell_lines(train_paths + test_paths), CONTROL_DRUG
-    )
+    labels = build_labels(train_paths + test_paths, table_path)
     train = read_split(train_paths, labels, cfg.data.max_train_cells, table_path)
     test = read_split(test_paths, labels, cfg.data.max_test_cells, table_path)
     if train.n_vars != test.n_vars:
