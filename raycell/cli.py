@@ -37,6 +37,33 @@ TAHOE_OVERRIDES: dict[str, tuple[str, ...]] = {
 }
 
 
+# raycell chemoe: flag -> dotted config keys (the seed's flag names, plus the grid's).
+CHEMOE_OVERRIDES: dict[str, tuple[str, ...]] = {
+    "cell_line": ("grid.cell_lines",),
+    "fold": ("grid.folds",),
+    "model": ("grid.models",),
+    "mol_encoder": ("grid.mol_encoder",),
+    "num_experts": ("model.num_experts",),
+    "top_k": ("model.top_k",),
+    "embed_dim": ("model.embed_dim",),
+    "epochs": ("training.epochs",),
+    "batch_size": ("training.batch_size",),
+    "lr": ("training.lr",),
+    "weight_decay": ("training.weight_decay",),
+    "aux_loss_weight": ("training.aux_loss_weight",),
+    "eval_every": ("training.eval_every",),
+    "seed": ("training.seed",),
+    "data": ("data.dir",),
+    "kpgt_file": ("data.kpgt_file",),
+    "allow_pickle": ("data.allow_pickle",),
+    "missing_embedding": ("data.missing_embedding",),
+    "save_dir": ("output.save_dir",),
+    "ray_workers": ("ray.num_workers",),
+    "use_gpu": ("ray.use_gpu",),
+    "gpus_per_worker": ("ray.gpus_per_worker",),
+}
+
+
 class Parser(argparse.ArgumentParser):
     """argparse, but a usage mistake is one line (and exit code 2) like every other error."""
 
@@ -71,6 +98,30 @@ def _tahoe_parser(sub) -> None:
     p.set_defaults(func=_run_tahoe)
 
 
+def _chemoe_parser(sub) -> None:
+    p = sub.add_parser("chemoe", help="CheMoE and baselines on PDGrapher data")
+    p.add_argument("--config", default="default", help="default | demo | PATH.yaml")
+    p.add_argument("--cell_line", nargs="+", metavar="CL", help="one or more of the nine lines")
+    p.add_argument("--fold", type=int, nargs="+", metavar="K", help="0..4 (split key K + 1)")
+    p.add_argument("--model", nargs="+", metavar="M",
+                   help="chemoe | identity | mean_shift | ridge (several: a grid)")
+    p.add_argument("--mol_encoder", help="kpgt | morgan")
+    for flag in ("num_experts", "top_k", "embed_dim", "epochs", "batch_size", "eval_every",
+                 "seed", "ray_workers"):
+        p.add_argument(f"--{flag}", type=int)
+    for flag in ("lr", "weight_decay", "aux_loss_weight", "gpus_per_worker"):
+        p.add_argument(f"--{flag}", type=float)
+    p.add_argument("--data", help="raycell PDGrapher folder (default: demo data, made once)")
+    p.add_argument("--kpgt_file", help="SMILES -> 2304 floats (.npz or .parquet; .pkl with "
+                                       "--allow_pickle)")
+    p.add_argument("--allow_pickle", action="store_true", default=None)
+    p.add_argument("--missing_embedding", help="error | zero")
+    p.add_argument("--save_dir")
+    p.add_argument("--use_gpu", action="store_true", default=None,
+                   help="the seed's --gpu: Ray Train workers get gpus_per_worker GPUs")
+    p.set_defaults(func=_run_chemoe)
+
+
 def _data_parser(sub) -> None:
     p = sub.add_parser("data", help="write in-format synthetic data")
     kinds = p.add_subparsers(dest="kind", required=True)
@@ -83,6 +134,22 @@ def _data_parser(sub) -> None:
                  "nnz_per_cell", "seed"):
         t.add_argument(f"--{flag}", type=int, help="overrides the profile")
     t.set_defaults(func=_write_tahoe)
+    g = kinds.add_parser("pdgrapher", help="PDGrapher-format cell lines, drugs with SMILES, "
+                                           "stand-in KPGT vectors")
+    g.add_argument("--out", required=True)
+    g.add_argument("--cell_lines", nargs="+", metavar="CL", help="default: all nine")
+    for flag in ("samples", "genes", "drugs", "seed"):
+        g.add_argument(f"--{flag}", type=int)
+    g.set_defaults(func=_write_pdgrapher)
+    i = kinds.add_parser("import-pdgrapher",
+                         help="convert PDGrapher's data_backward_{CL}.pt + splits.pt (pickles: "
+                              "trusted files only)")
+    i.add_argument("--backward", required=True, help="data_backward_{CL}.pt")
+    i.add_argument("--splits", required=True, help="that cell line's 5-fold splits.pt")
+    i.add_argument("--drug_table", required=True, help="CSV or parquet: name, smiles")
+    i.add_argument("--out", required=True)
+    i.add_argument("--cell_line", help="default: from the file name")
+    i.set_defaults(func=_import_pdgrapher)
 
 
 def _bench_parser(sub) -> None:
@@ -109,14 +176,15 @@ def build_parser() -> Parser:
     parser = Parser(prog="raycell", description="Single-cell training experiments on Ray.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     _tahoe_parser(sub)
+    _chemoe_parser(sub)
     _data_parser(sub)
     _bench_parser(sub)
     return parser
 
 
-def tahoe_overrides(args: argparse.Namespace) -> dict[str, Any]:
+def overrides(args: argparse.Namespace, table: dict[str, tuple[str, ...]]) -> dict[str, Any]:
     out = {}
-    for flag, keys in TAHOE_OVERRIDES.items():
+    for flag, keys in table.items():
         value = getattr(args, flag)
         if value is not None:
             out.update(dict.fromkeys(keys, value))
@@ -126,7 +194,7 @@ def tahoe_overrides(args: argparse.Namespace) -> dict[str, Any]:
 def _run_tahoe(args: argparse.Namespace) -> None:
     from raycell.config import STRATEGY_NAMES, load_tahoe_config
 
-    cfg = load_tahoe_config(args.config, tahoe_overrides(args))
+    cfg = load_tahoe_config(args.config, overrides(args, TAHOE_OVERRIDES))
     if args.strategy is not None:
         if args.strategy not in STRATEGY_NAMES:
             raise RaycellError(
@@ -192,6 +260,60 @@ def _run_bench(args: argparse.Namespace) -> None:
     print(f"\nwrote {out / 'bench.csv'} and {out / 'bench.png'}")
     for name, value in ratios(frame).items():
         print(f"  {name:<52} {value:8.3f}")
+
+
+def _run_chemoe(args: argparse.Namespace) -> None:
+    from raycell.config import load_chemoe_config
+
+    cfg = load_chemoe_config(args.config, overrides(args, CHEMOE_OVERRIDES))
+    if cfg.data.dir is not None:
+        data = Path(cfg.data.dir).expanduser().resolve()
+        if not data.is_dir():
+            raise RaycellError(f"--data {data} is not a folder")
+    elif cfg.data.synthetic is not None:
+        from raycell.data.synthetic_pdgrapher import ensure_pdgrapher
+
+        spec = cfg.data.synthetic
+        data = ensure_pdgrapher(spec.out_dir, spec)
+        print(f"chemoe: demo data in {data}", flush=True)
+    else:
+        raise RaycellError("no data: pass --data DIR (or set data.synthetic in the config)")
+
+    from raycell.tune.chemoe import prepare_inputs
+
+    inputs = prepare_inputs(cfg, data)  # validates every input before anything is written
+    if inputs.zeroed:
+        print(f"chemoe: {inputs.zeroed} of {len(inputs.drug_names)} drugs have no "
+              f"{cfg.grid.mol_encoder} features: zeros (--missing_embedding zero)", flush=True)
+    from raycell.report.tables import print_chemoe
+    from raycell.tune.chemoe import run_chemoe
+
+    print_chemoe(run_chemoe(cfg, inputs), Path(cfg.output.save_dir).resolve())
+
+
+def _write_pdgrapher(args: argparse.Namespace) -> None:
+    from pydantic import ValidationError
+
+    from raycell.config import PdgrapherSpec
+    from raycell.data.synthetic_pdgrapher import write_pdgrapher
+
+    given = {k: getattr(args, k) for k in PdgrapherSpec.model_fields
+             if getattr(args, k) is not None}
+    try:
+        spec = PdgrapherSpec(**given)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = f"--{first['loc'][0]}: " if first["loc"] else ""
+        raise RaycellError(where + first["msg"].removeprefix("Value error, ")) from None
+    out = write_pdgrapher(args.out, spec)
+    print(f"wrote {len(spec.cell_lines)} cell lines, drugs.csv and kpgt_embeddings.npz to {out}")
+
+
+def _import_pdgrapher(args: argparse.Namespace) -> None:
+    from raycell.data.pdgrapher import import_pdgrapher
+
+    path = import_pdgrapher(args.backward, args.splits, args.drug_table, args.out, args.cell_line)
+    print(f"wrote {path} and {path.parent / 'drugs.csv'}")
 
 
 def _write_tahoe(args: argparse.Namespace) -> None:

@@ -1,16 +1,9 @@
-"""Result files: one row per run key, written atomically under a file lock.
+"""Result rows: one per run key, written with ``locked_csv.upsert`` (locked, atomic).
 
-Re-running a config replaces its rows instead of duplicating them, and a crash
-mid-write leaves the previous file intact (write to a temp file, then rename).
+Re-running a config replaces its rows instead of duplicating them.
 """
 
 from __future__ import annotations
-
-import os
-from pathlib import Path
-
-import pandas as pd
-from filelock import FileLock
 
 from raycell.data.labels import TASKS
 
@@ -39,16 +32,3 @@ def summary_row(strategy: str, seed: int, run_key: str, last: dict) -> dict:
         if col not in row:
             row[col] = last[col]
     return {c: row[c] for c in SUMMARY_COLUMNS}
-
-
-def upsert(path: Path, rows: pd.DataFrame, key: str = "run_key") -> pd.DataFrame:
-    """Replace the rows of ``path`` whose ``key`` is in ``rows``, append the rest."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(path) + ".lock"):
-        if path.is_file():
-            old = pd.read_csv(path)
-            rows = pd.concat([old[~old[key].isin(rows[key])], rows], ignore_index=True)
-        tmp = path.with_name(path.name + ".tmp")
-        rows.to_csv(tmp, index=False)
-        os.replace(tmp, path)
-    return rows

@@ -27,3 +27,11 @@ def print_summary(summary: pd.DataFrame, save_dir: str) -> None:
     print("\nmacro F1 per task on the test plates; time and throughput of training:")
     print(format_summary(summary))
     print(f"\nsummary: {Path(save_dir).resolve() / 'summary.csv'}")
+
+
+def print_chemoe(rows: pd.DataFrame, save_dir: Path) -> None:
+    """This invocation's rows of results.csv, one line per run."""
+    shown = rows.drop(columns=["run_key", "timestamp"]).sort_values(["cell_line", "fold", "model"])
+    print("\ntest split, DE metrics (NaN: no sample has a predicted change to correlate):")
+    print(shown.to_string(index=False, float_format="{:.4f}".format))
+    print(f"\nresults: {save_dir / 'results.csv'}; runs: {save_dir / 'runs'}")

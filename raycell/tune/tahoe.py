@@ -20,7 +20,8 @@ from ray.tune.integration.ray_train import TuneReportCallback
 from raycell.config import RAY_DATA_STRATEGIES, TahoeConfig, config_key
 from raycell.data.inputs import TahoeInputs
 from raycell.loading.raydata import execution_options, tahoe_dataset
-from raycell.results import CURVE_COLUMNS, SUMMARY_COLUMNS, summary_row, upsert
+from raycell.locked_csv import upsert
+from raycell.results import CURVE_COLUMNS, EPOCH_METRICS, SUMMARY_COLUMNS, summary_row
 from raycell.train import runtime
 from raycell.train.tahoe import train_loop
 from raycell.tune.tracking import MlflowRecorder, flatten
@@ -99,7 +100,11 @@ def run_grid(cfg: TahoeConfig, inputs: TahoeInputs, strategies: list[str]) -> pd
         run_config=tune.RunConfig(
             name=f"tahoe-{stamp}",
             storage_path=str(save_dir / "tune"),
-            callbacks=[MlflowRecorder(uri, experiment, flatten(cfg.model_dump()))],
+            callbacks=[MlflowRecorder(
+                uri, experiment, flatten(cfg.model_dump()), EPOCH_METRICS,
+                summarize=lambda run, last: summary_row(run["strategy"], run["seed"],
+                                                        run["run_key"], last),
+            )],
             verbose=1,
         ),
     )
