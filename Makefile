@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint clean
+.PHONY: demo demo-chemoe test lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,9 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/raycell tahoe --config demo --all
+
+demo-chemoe: $(STAMP)
+	$(BIN)/raycell chemoe --config demo
 
 test: $(STAMP)
 	$(BIN)/ruff check raycell tests

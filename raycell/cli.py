@@ -170,6 +170,19 @@ def _bench_parser(sub) -> None:
     b.add_argument("--device", default="cpu", help="where batches are made dense: cpu | cuda")
     b.add_argument("--out", default="results/bench")
     b.set_defaults(func=_run_bench)
+    c = kinds.add_parser("chemoe", help="CheMoE training samples/s against the dense reference")
+    c.add_argument("--genes", type=int, default=1_000, help="10716: PDGrapher's full width")
+    c.add_argument("--batch_size", type=int, default=64)
+    c.add_argument("--mol_dim", type=int, default=2304, help="2304 KPGT, 1024 Morgan")
+    c.add_argument("--num_experts", type=int, default=4)
+    c.add_argument("--top_k", type=int, default=2)
+    c.add_argument("--embed_dim", type=int, default=128)
+    c.add_argument("--hidden_dim", type=int, default=256)
+    c.add_argument("--seconds", type=float, default=10.0, help="measured seconds per round")
+    c.add_argument("--rounds", type=int, default=2)
+    c.add_argument("--device", default="cpu", help="cpu | cuda (bf16 autocast)")
+    c.add_argument("--out", default="results/bench")
+    c.set_defaults(func=_run_bench_chemoe)
 
 
 def build_parser() -> Parser:
@@ -314,6 +327,29 @@ def _import_pdgrapher(args: argparse.Namespace) -> None:
 
     path = import_pdgrapher(args.backward, args.splits, args.drug_table, args.out, args.cell_line)
     print(f"wrote {path} and {path.parent / 'drugs.csv'}")
+
+
+def _run_bench_chemoe(args: argparse.Namespace) -> None:
+    for flag in ("genes", "batch_size", "mol_dim", "num_experts", "top_k", "embed_dim",
+                 "hidden_dim", "seconds", "rounds"):
+        if getattr(args, flag) <= 0:
+            raise RaycellError(f"--{flag} must be positive")
+    if args.top_k > args.num_experts:
+        raise RaycellError(f"--top_k {args.top_k} exceeds --num_experts {args.num_experts}")
+    if args.device not in ("cpu", "cuda") and not args.device.startswith("cuda:"):
+        raise RaycellError(f"--device {args.device!r}: use cpu or cuda")
+    import torch
+
+    if args.device != "cpu" and not torch.cuda.is_available():
+        raise RaycellError(f"--device {args.device}: CUDA is not available on this machine")
+    from raycell.bench_chemoe import run_chemoe_bench, speedup
+
+    out = Path(args.out).expanduser().resolve()
+    frame = run_chemoe_bench(args.genes, args.batch_size, args.mol_dim, args.num_experts,
+                             args.top_k, args.embed_dim, args.hidden_dim, args.device,
+                             args.seconds, args.rounds, out)
+    print(f"\nwrote {out / 'bench_chemoe.csv'}")
+    print(f"  raycell / dense reference, training samples/s: {speedup(frame):.2f}x")
 
 
 def _write_tahoe(args: argparse.Namespace) -> None:

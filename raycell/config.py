@@ -249,6 +249,10 @@ class ChemoeTraining(Strict):
     batch_size: int = Field(64, ge=1)
     lr: float = Field(1e-4, gt=0)
     weight_decay: float = Field(1e-3, ge=0)
+    # adamw: Adam with decoupled weight decay. adam: the seed's Adam, whose L2 term is
+    # added to gradients; with MSE on [0, 1] data those gradients are ~1e-4 and weight
+    # decay 1e-3 outweighs them: the model stalls at "no change" (docs/benchmarks.md).
+    optimizer: Literal["adamw", "adam"] = "adamw"
     aux_loss_weight: float = Field(0.01, ge=0)
     eval_every: int = Field(10, ge=1)  # epochs between validation passes (the last always runs)
     seed: int = 0

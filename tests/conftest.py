@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from raycell.config import TahoeSpec
+from raycell.config import PdgrapherSpec, TahoeSpec
 from raycell.data.synthetic import write_tahoe
+from raycell.data.synthetic_pdgrapher import write_pdgrapher
 
 TINY = TahoeSpec(plates=3, cells_per_plate=900, genes=60, drugs=6, cell_lines=3,
                  sublibraries=2, seed=3)
@@ -31,3 +32,27 @@ def tiny_config(tahoe_dir: Path, save_dir: Path, **overrides):
         "scdataset.num_workers": 0,
     }
     return load_tahoe_config("default", {**base, **overrides})
+
+
+TINY_PDG = PdgrapherSpec(cell_lines=["A549", "MCF7"], samples=150, genes=30, drugs=6, seed=2)
+
+
+@pytest.fixture(scope="session")
+def pdgrapher_dir(tmp_path_factory) -> Path:
+    return write_pdgrapher(tmp_path_factory.mktemp("pdgrapher"), TINY_PDG)
+
+
+def tiny_chemoe_config(save_dir: Path, **overrides):
+    from raycell.config import load_chemoe_config
+
+    base = {
+        "output.save_dir": str(save_dir),
+        "grid.cell_lines": ["A549"],
+        "model.embed_dim": 8,
+        "model.hidden_dim": 16,
+        "training.batch_size": 16,
+        "training.epochs": 3,
+        "training.eval_every": 2,
+        "training.lr": 3e-3,
+    }
+    return load_chemoe_config("default", {**base, **overrides})

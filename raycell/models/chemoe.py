@@ -39,7 +39,7 @@ class CheMoE(nn.Module):
         self.basal = _encoder(n_genes, hidden_dim, embed_dim, 0.0)
         self.gate = nn.Sequential(nn.Linear(context, embed_dim), nn.ReLU(),
                                   nn.Linear(embed_dim, num_experts))
-        self.gene_embedding = nn.Parameter(torch.randn(n_genes, embed_dim) * 0.1)
+        self.gene_embedding = nn.Parameter(torch.randn(n_genes, embed_dim))  # as nn.Embedding
         # Experts, stacked on a leading expert axis; the first layer split into its
         # context part (w1_context) and its gene-embedding part (w1_gene).
         e, h1, h2 = num_experts, hidden_dim, hidden_dim // 2

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import math
 import tempfile
 import time
 from pathlib import Path
@@ -123,8 +124,8 @@ def train_loop(config: dict[str, Any]) -> None:
     # Top-k routing leaves some experts without gradient in a step: DDP must allow that.
     ddp = ray.train.torch.prepare_model(
         model, parallel_strategy_kwargs={"find_unused_parameters": True})
-    optimizer = torch.optim.Adam(model.parameters(), lr=train_cfg.lr,
-                                 weight_decay=train_cfg.weight_decay)
+    adam = torch.optim.AdamW if train_cfg.optimizer == "adamw" else torch.optim.Adam
+    optimizer = adam(model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
     generator = torch.Generator().manual_seed(train_cfg.seed)
     per_rank = len(train) // world  # equal step counts on every rank, or DDP hangs
     best = {"val_loss": float("inf"), "epoch": 0, "state": None}
@@ -179,9 +180,15 @@ def _finish(cfg: ChemoeConfig, model: CheMoE, best: dict, samples: RunSamples,
     write_predictions(out, samples, pred)
     scores = test_metrics(pred, samples) | {"best_epoch": best["epoch"],
                                              "best_val_loss": best["val_loss"]}
-    (out / "test_metrics.json").write_text(json.dumps(scores, indent=1))
+    _write_json(out / "test_metrics.json", scores)
     (out / "config.json").write_text(json.dumps(cfg.model_dump(), indent=1))
     return {f"test_{k}": v for k, v in scores.items()}
+
+
+def _write_json(path: Path, scores: dict) -> None:
+    """Strict JSON: an undefined score (NaN) is written as null."""
+    clean = {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in scores.items()}
+    path.write_text(json.dumps(clean, indent=1))
 
 
 def _all_reduce(values: np.ndarray) -> np.ndarray:
@@ -212,5 +219,5 @@ def run_baseline(config: dict[str, Any], out: Path) -> dict[str, float]:
         pred, extra = ridge.predict(diseased, mol), {"ridge_alpha": ridge.alpha}
     write_predictions(out, samples, pred)
     scores = test_metrics(pred, samples) | extra
-    (out / "test_metrics.json").write_text(json.dumps(scores, indent=1))
+    _write_json(out / "test_metrics.json", scores)
     return {f"test_{k}": v for k, v in scores.items()}
