@@ -51,7 +51,7 @@ class _DeviceSplit:
         self.diseased = torch.from_numpy(diseased).to(device)
         self.treated = torch.from_numpy(treated).to(device)
         self.mol_row = torch.from_numpy(samples.mol_row[idx]).to(device)
-        self.mol = torch.from_numpy(samples.mol).to(device)
+        self.mol = torch.tensor(samples.mol, device=device)  # a copy: Ray gives it read-only
         self.cell = torch.full((len(idx),), samples.cell_index, dtype=torch.long, device=device)
 
     def __len__(self) -> int:
