@@ -1,6 +1,6 @@
 import pytest
 
-from raycell.cli import build_parser, tahoe_overrides
+from raycell.cli import TAHOE_OVERRIDES, build_parser, overrides
 from raycell.config import STRATEGY_NAMES, load_tahoe_config
 from raycell.errors import RaycellError
 
@@ -25,7 +25,7 @@ def test_cli_values_override_the_config():
          "--block_size", "32", "--num_workers", "3", "--h5ad_dir", "/data/tahoe",
          "--seed", "1", "2"]
     )
-    cfg = load_tahoe_config(args.config, tahoe_overrides(args))
+    cfg = load_tahoe_config(args.config, overrides(args, TAHOE_OVERRIDES))
     assert cfg.training.batch_size == 128 and cfg.training.num_epochs == 2
     assert cfg.training.seeds == [1, 2]
     assert cfg.strategies["block_shuffling"].block_size == 32
@@ -65,3 +65,17 @@ def test_bad_configs_name_the_culprit(tmp_path, yaml_text, message):
 def test_unknown_packaged_config():
     with pytest.raises(RaycellError, match="neither a file nor a packaged config"):
         load_tahoe_config("nightly")
+
+
+def test_chemoe_flags_override_the_config():
+    from raycell.cli import CHEMOE_OVERRIDES
+    from raycell.config import load_chemoe_config
+
+    args = build_parser().parse_args(
+        ["chemoe", "--cell_line", "A549", "MCF7", "--fold", "0", "3", "--model", "chemoe",
+         "ridge", "--top_k", "1", "--lr", "0.001", "--use_gpu", "--gpus_per_worker", "0.25"])
+    cfg = load_chemoe_config(args.config, overrides(args, CHEMOE_OVERRIDES))
+    assert cfg.grid.cell_lines == ["A549", "MCF7"] and cfg.grid.folds == [0, 3]
+    assert cfg.grid.models == ["chemoe", "ridge"] and cfg.model.top_k == 1
+    assert cfg.training.lr == 0.001 and cfg.training.weight_decay == 1e-3  # seed default kept
+    assert cfg.ray.use_gpu and cfg.ray.gpus_per_worker == 0.25

@@ -62,21 +62,27 @@ def test_checkpoints_and_mlflow_record_the_chemoe_run(grid):
     best, final = (torch.load(run_dir / f, weights_only=True) for f in ("best.pt", "final.pt"))
     assert best.keys() == final.keys() and "gene_embedding" in best
 
-    mlflow.set_tracking_uri(f"sqlite:///{save}/mlflow.db")
-    runs = mlflow.search_runs(experiment_names=[cfg.output.experiment_name])
-    assert len(runs) == len(MODELS)
-    run = runs[runs["tags.run_key"] == key].iloc[0]
-    client = mlflow.MlflowClient()
-    val = client.get_metric_history(run.run_id, "val_loss")
+    # A client on this store only: mlflow.set_tracking_uri would also set
+    # MLFLOW_TRACKING_URI for the process and send later tests' runs here.
+    client = mlflow.MlflowClient(f"sqlite:///{save}/mlflow.db")
+    experiment = client.get_experiment_by_name(cfg.output.experiment_name)
+    runs = {r.data.tags["model"]: r for r in client.search_runs([experiment.experiment_id])}
+    assert sorted(runs) == sorted(MODELS)
+    run = runs["chemoe"]
+    assert run.data.tags["run_key"] == key and run.info.run_name == "chemoe-A549-0-kpgt"
+    val = client.get_metric_history(run.info.run_id, "val_loss")
     assert [m.step for m in val] == [2, 3]  # eval_every 2, and always the last epoch
-    assert len(client.get_metric_history(run.run_id, "train_loss")) == 3
-    assert client.get_metric_history(run.run_id, "expert_0_usage")
-    artifacts = {a.path for a in client.list_artifacts(run.run_id)}
+    assert len(client.get_metric_history(run.info.run_id, "train_loss")) == 3
+    assert client.get_metric_history(run.info.run_id, "expert_0_usage")
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"best.pt", "final.pt", "predictions.npz"} <= artifacts
     # The best checkpoint is chosen by validation loss.
     best_epoch = min(val, key=lambda m: m.value).step
-    assert client.get_metric_history(run.run_id, "test_best_epoch")[-1].value == best_epoch
-    assert run["params.training.lr"] == str(cfg.training.lr)
+    assert run.data.metrics["test_best_epoch"] == best_epoch
+    assert run.data.params["training.lr"] == str(cfg.training.lr)
+    # Baselines log their test scores too.
+    assert runs["ridge"].data.metrics["test_r2_top20"] == pytest.approx(
+        rows.set_index("model").loc["ridge", "r2_top20"])
 
 
 def test_rerunning_a_run_key_replaces_its_row(grid, pdgrapher_dir):

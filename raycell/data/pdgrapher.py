@@ -158,7 +158,7 @@ def read_drug_table(path: Path) -> pd.DataFrame:
     if missing:
         raise RaycellError(f"drug table {path} has no column {missing[0]!r} "
                            f"(columns: {', '.join(map(str, table.columns))})")
-    table = table[["name", "smiles"]].astype(str)
+    table = table[["name", "smiles"]].fillna("").astype(str)  # no SMILES: an empty string
     twice = table["name"][table["name"].duplicated()].unique()
     if len(twice):
         raise RaycellError(f"drug table {path} lists {twice[0]!r} twice")

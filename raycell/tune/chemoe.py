@@ -38,7 +38,7 @@ CURVE_METRICS = frozenset(
     ["train_loss", "train_mse", "train_aux", "epoch_seconds", "train_seconds", "samples_per_s",
      "val_loss", "val_r2_top20", "val_r2_top40", "val_r2_top80", "val_pearson_de",
      "test_r2_top20", "test_r2_top40", "test_r2_top80", "test_pearson_de", "test_best_epoch",
-     "test_best_val_loss"]
+     "test_best_val_loss", "test_ridge_alpha"]
     + [f"expert_{e}_usage" for e in range(64)]
 )
 USES_MOLECULES = ("chemoe", "ridge")

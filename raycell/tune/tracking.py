@@ -50,7 +50,7 @@ class MlflowRecorder(Callback):
         described = {k: str(v) for k, v in cfg.items()}
         run = self.client.create_run(
             self.experiment_id,
-            run_name="-".join(v for k, v in described.items() if k != "run_key"),
+            run_name="-".join(v for k, v in described.items() if k not in ("run_key", "run_dir")),
             tags=described,
         )
         self.runs[trial.trial_id] = run.info.run_id
@@ -61,14 +61,16 @@ class MlflowRecorder(Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         run_id = self.runs.get(trial.trial_id)
-        if run_id is None or "epoch" not in result:
-            return
-        step, stamp = int(result["epoch"]), int(result.get("timestamp", 0) * 1000)
+        # Results without metrics (Tune's own bookkeeping) are neither logged nor kept as
+        # the last result; a run without epochs (a baseline) logs at step 0.
+        step, stamp = int(result.get("epoch", 0)), int(result.get("timestamp", 0) * 1000)
         metrics = [
             Metric(k, float(v), stamp, step)
             for k, v in result.items()
             if k in self.metrics and isinstance(v, int | float)
         ]
+        if run_id is None or not metrics:
+            return
         self.client.log_batch(run_id, metrics=metrics)
         self.last[trial.trial_id] = result
 
