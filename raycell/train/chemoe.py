@@ -97,7 +97,7 @@ def _validate(model: CheMoE, val: _DeviceSplit) -> dict[str, float]:
     return out
 
 
-def test_metrics(pred: np.ndarray, samples: RunSamples) -> dict[str, float]:
+def score_test_split(pred: np.ndarray, samples: RunSamples) -> dict[str, float]:
     """The one evaluator every model's test predictions go through."""
     diseased, treated, _, idx = samples.part("test")
     scores = de_scores(pred, treated, diseased)
@@ -178,8 +178,8 @@ def _finish(cfg: ChemoeConfig, model: CheMoE, best: dict, samples: RunSamples,
     model.load_state_dict(best["state"])
     pred, _ = predict(model, _DeviceSplit(samples, "test", device))
     write_predictions(out, samples, pred)
-    scores = test_metrics(pred, samples) | {"best_epoch": best["epoch"],
-                                             "best_val_loss": best["val_loss"]}
+    scores = score_test_split(pred, samples)
+    scores |= {"best_epoch": best["epoch"], "best_val_loss": best["val_loss"]}
     _write_json(out / "test_metrics.json", scores)
     (out / "config.json").write_text(json.dumps(cfg.model_dump(), indent=1))
     return {f"test_{k}": v for k, v in scores.items()}
@@ -218,6 +218,6 @@ def run_baseline(config: dict[str, Any], out: Path) -> dict[str, float]:
             samples.part("train")[:3], samples.part("val")[:3])
         pred, extra = ridge.predict(diseased, mol), {"ridge_alpha": ridge.alpha}
     write_predictions(out, samples, pred)
-    scores = test_metrics(pred, samples) | extra
+    scores = score_test_split(pred, samples) | extra
     _write_json(out / "test_metrics.json", scores)
     return {f"test_{k}": v for k, v in scores.items()}
