@@ -275,6 +275,19 @@ def _run_bench(args: argparse.Namespace) -> None:
         print(f"  {name:<52} {value:8.3f}")
 
 
+def _spec_from_flags(model, base, args: argparse.Namespace):
+    """A generator spec: ``base`` with the flags given; a bad value is one line naming its flag."""
+    from pydantic import ValidationError
+
+    given = {k: getattr(args, k) for k in model.model_fields if getattr(args, k, None) is not None}
+    try:
+        return model(**{**base.model_dump(), **given})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = f"--{first['loc'][0]}: " if first["loc"] else ""
+        raise RaycellError(where + first["msg"].removeprefix("Value error, ")) from None
+
+
 def _run_chemoe(args: argparse.Namespace) -> None:
     from raycell.config import load_chemoe_config
 
@@ -305,19 +318,11 @@ def _run_chemoe(args: argparse.Namespace) -> None:
 
 
 def _write_pdgrapher(args: argparse.Namespace) -> None:
-    from pydantic import ValidationError
 
     from raycell.config import PdgrapherSpec
     from raycell.data.synthetic_pdgrapher import write_pdgrapher
 
-    given = {k: getattr(args, k) for k in PdgrapherSpec.model_fields
-             if getattr(args, k) is not None}
-    try:
-        spec = PdgrapherSpec(**given)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = f"--{first['loc'][0]}: " if first["loc"] else ""
-        raise RaycellError(where + first["msg"].removeprefix("Value error, ")) from None
+    spec = _spec_from_flags(PdgrapherSpec, PdgrapherSpec(), args)
     out = write_pdgrapher(args.out, spec)
     print(f"wrote {len(spec.cell_lines)} cell lines, drugs.csv and kpgt_embeddings.npz to {out}")
 
@@ -353,19 +358,12 @@ def _run_bench_chemoe(args: argparse.Namespace) -> None:
 
 
 def _write_tahoe(args: argparse.Namespace) -> None:
-    from pydantic import ValidationError
 
     from raycell.config import TAHOE_SHAPED, TahoeSpec
     from raycell.data.synthetic import write_tahoe
 
     profile = TAHOE_SHAPED if args.profile == "tahoe_shaped" else TahoeSpec()
-    given = {k: getattr(args, k) for k in TahoeSpec.model_fields if getattr(args, k) is not None}
-    try:
-        spec = TahoeSpec(**{**profile.model_dump(), **given})
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = f"--{first['loc'][0]}: " if first["loc"] else ""
-        raise RaycellError(where + first["msg"].removeprefix("Value error, ")) from None
+    spec = _spec_from_flags(TahoeSpec, profile, args)
     out = write_tahoe(args.out, spec)
     print(f"wrote {spec.plates} plates and drug_metadata.parquet to {out}")
 

@@ -82,3 +82,16 @@ def test_bad_arguments(pdgrapher_dir, tmp_path, args, culprit):
 def test_generator_rejects_an_unknown_cell_line(tmp_path):
     r = run_cli("data", "pdgrapher", "--out", str(tmp_path / "d"), "--cell_lines", "K562")
     assert_clean_error(r, "unknown cell line 'K562'", tmp_path / "d")
+
+
+@pytest.mark.parametrize(("args", "culprit"), [
+    (["--top_k", "5"], "--top_k 5 exceeds --num_experts 4"),
+    (["--genes", "0"], "--genes must be positive"),
+    (["--device", "tpu"], "--device 'tpu'"),
+])
+def test_bench_chemoe_flag_errors(tmp_path, capsys, args, culprit):
+    from raycell.cli import main
+
+    assert main(["bench", "chemoe", "--out", str(tmp_path / "b"), *args]) == 2
+    assert culprit in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()

@@ -87,3 +87,12 @@ def test_missing_embeddings_are_listed_or_zeroed(tmp_path):
 def test_invalid_smiles_is_an_error_even_with_zero_fill():
     with pytest.raises(RaycellError, match=r"invalid SMILES for 1 drug\(s\): broken \('C1CC\(N'\)"):
         drug_features(table(aspirin=ASPIRIN, broken="C1CC(N"), "morgan", missing="zero")
+
+
+def test_kpgt_files_of_an_unknown_kind_or_without_their_arrays(tmp_path):
+    (tmp_path / "k.txt").write_text("x")
+    with pytest.raises(RaycellError, match="use .npz, .parquet"):
+        load_kpgt(tmp_path / "k.txt")
+    np.savez(tmp_path / "k.npz", smiles=np.array([ASPIRIN]))
+    with pytest.raises(RaycellError, match="needs arrays 'smiles' and 'embeddings'"):
+        load_kpgt(tmp_path / "k.npz")

@@ -119,3 +119,36 @@ def test_importer_rejects_a_file_that_is_not_torch(tmp_path):
     with pytest.raises(RaycellError, match="not a readable torch file"):
         import_pdgrapher(bad, FIXTURE / "splits.pt", FIXTURE / "drugs.csv", tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("name,structure\na,C\n", "has no column 'smiles'"),
+    ("name,smiles\na,C\na,CC\n", "lists 'a' twice"),
+])
+def test_bad_drug_tables(tmp_path, text, message):
+    (tmp_path / "drugs.csv").write_text(text)
+    with pytest.raises(RaycellError, match=message):
+        read_drug_table(tmp_path / "drugs.csv")
+
+
+def test_an_hdf5_file_in_another_format_is_an_error(tmp_path):
+    with h5py.File(tmp_path / "A549.h5", "w") as f:
+        f["X"] = np.zeros(3)
+    with pytest.raises(RaycellError, match="not in raycell's PDGrapher format"):
+        read_cell_line(tmp_path, "A549")
+
+
+def test_importer_names_a_missing_split_key_and_field(tmp_path):
+    splits = torch.load(FIXTURE / "splits.pt", weights_only=False)
+    del splits[5]
+    torch.save(splits, tmp_path / "splits.pt")
+    with pytest.raises(RaycellError, match=r"has no split key 5 \(fold 4\)"):
+        import_pdgrapher(FIXTURE / "data_backward_A549.pt", tmp_path / "splits.pt",
+                         FIXTURE / "drugs.csv", tmp_path / "out")
+    samples = torch.load(FIXTURE / "data_backward_A549.pt", weights_only=False)
+    del samples[3].treated
+    torch.save(samples, tmp_path / "data_backward_A549.pt")
+    with pytest.raises(RaycellError, match="sample 3 has no field 'treated'"):
+        import_pdgrapher(tmp_path / "data_backward_A549.pt", FIXTURE / "splits.pt",
+                         FIXTURE / "drugs.csv", tmp_path / "out")
+    assert not (tmp_path / "out").exists()

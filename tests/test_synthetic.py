@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from raycell.config import SyntheticTahoe
-from raycell.data.synthetic import MARKER, ensure_tahoe
+from raycell.data.generated import MARKER
+from raycell.data.synthetic import ensure_tahoe
 
 
 def test_demo_data_is_generated_once_and_reused(tmp_path):

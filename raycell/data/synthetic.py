@@ -13,7 +13,6 @@ drugs contrasted when its batches mix samples.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,9 +21,9 @@ import anndata
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from filelock import FileLock
 
 from raycell.config import TahoeSpec
+from raycell.data.generated import ensure_generated
 from raycell.data.tahoe import CONTROL_DRUG, PLATE_FILENAME
 
 MOA_BROAD = ("inhibitor/antagonist", "activator/agonist", "unclear")
@@ -41,7 +40,6 @@ MOA_FINE = (
 )
 PHASES = ("G1", "S", "G2M")
 DOSES_UM = (0.05, 0.5, 5.0)
-MARKER = "complete.json"
 GENERATOR_VERSION = 2  # bump when the biology changes: ensure_tahoe then regenerates
 DEPTH_SIGMA = 0.35  # log-normal spread of sequencing depth between cells
 
@@ -221,16 +219,6 @@ def write_tahoe(out_dir: str | Path, spec: TahoeSpec) -> Path:
 
 
 def ensure_tahoe(out_dir: str | Path, spec: TahoeSpec) -> Path:
-    """Generate once and reuse: a marker written last records the spec that made the files."""
-    out = Path(out_dir).resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    marker = out / MARKER
-    made_by = spec.model_dump(include=set(TahoeSpec.model_fields))  # not where it was written
-    wanted = json.dumps({**made_by, "version": GENERATOR_VERSION}, sort_keys=True)
-    with FileLock(str(out / ".lock")):
-        if marker.is_file() and marker.read_text() == wanted:
-            return out
-        marker.unlink(missing_ok=True)
-        write_tahoe(out, spec)
-        marker.write_text(wanted)
-    return out
+    """Generate once and reuse (``data.generated.ensure_generated``)."""
+    return ensure_generated(out_dir, spec, set(TahoeSpec.model_fields), GENERATOR_VERSION,
+                            write_tahoe)

@@ -17,7 +17,6 @@ vectors (a fixed projection of the fingerprint), since real KPGT cannot run here
 from __future__ import annotations
 
 import itertools
-import json
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +24,7 @@ import pandas as pd
 from sklearn.model_selection import KFold, train_test_split
 
 from raycell.config import PDGRAPHER_CELL_LINES, PdgrapherSpec
+from raycell.data.generated import ensure_generated
 from raycell.data.molecules import (
     KPGT_DIM,
     KPGT_FILE,
@@ -34,7 +34,7 @@ from raycell.data.molecules import (
 )
 from raycell.data.pdgrapher import DRUGS_FILE, CellLineData, write_cell_line, write_drugs
 
-MARKER = "complete.json"
+GENERATOR_VERSION = 1  # bump when the biology changes: ensure_pdgrapher then regenerates
 LATENT = 8  # programmes of basal variation
 # Fragments joined end to end; every combination is valid SMILES (RDKit checks each).
 _ENDS = ("C", "O", "N", "F", "Cl", "OC", "C(=O)O", "C#N", "C(F)(F)F", "S(C)(=O)=O")
@@ -123,12 +123,6 @@ def write_pdgrapher(out_dir: str | Path, spec: PdgrapherSpec) -> Path:
 
 
 def ensure_pdgrapher(out_dir: str | Path, spec: PdgrapherSpec) -> Path:
-    """Generate once and reuse: a marker written last records the spec that made the files."""
-    out = Path(out_dir).resolve()
-    marker, wanted = out / MARKER, json.dumps(spec.model_dump(), sort_keys=True)
-    if marker.is_file() and marker.read_text() == wanted:
-        return out
-    marker.unlink(missing_ok=True)
-    write_pdgrapher(out, spec)
-    marker.write_text(wanted)
-    return out
+    """Generate once and reuse (``data.generated.ensure_generated``)."""
+    return ensure_generated(out_dir, spec, set(PdgrapherSpec.model_fields), GENERATOR_VERSION,
+                            write_pdgrapher)

@@ -37,8 +37,7 @@ EVAL_CHUNK = 256  # samples per forward pass when scoring
 
 
 def _samples(config: dict[str, Any]) -> RunSamples:
-    names, features = ray.get(config["features"]) if isinstance(
-        config["features"], ray.ObjectRef) else config["features"]
+    names, features = ray.get(config["features"])  # one copy in the object store
     return load_samples(Path(config["data_dir"]), config["cell_line"], int(config["fold"]),
                         names, features)
 

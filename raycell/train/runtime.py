@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import ray
+from ray.train import ScalingConfig
 
 from raycell.config import RaySettings
 
@@ -29,6 +30,13 @@ def ensure_ray(settings: RaySettings) -> None:
     else:
         # The dashboard serves the state API that Ray Train V2 polls for its controller.
         ray.init(num_cpus=local_cpus(settings), log_to_driver=True)
+
+
+def scaling_config(settings: RaySettings) -> ScalingConfig:
+    """Ray Train workers from the config: CPUs each, and (fractional) GPUs with use_gpu."""
+    gpus = {"GPU": settings.gpus_per_worker} if settings.use_gpu else {}
+    return ScalingConfig(num_workers=settings.num_workers, use_gpu=settings.use_gpu,
+                         resources_per_worker={"CPU": settings.cpus_per_worker} | gpus)
 
 
 def tracking_uri(save_dir: Path) -> str:

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import ray
 from ray import tune
-from ray.train import FailureConfig, RunConfig, ScalingConfig
+from ray.train import FailureConfig, RunConfig
 from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -114,11 +114,7 @@ def _trial(config: dict[str, Any]) -> None:
     trainer = TorchTrainer(
         train_loop,
         train_loop_config=config,
-        scaling_config=ScalingConfig(
-            num_workers=cfg.ray.num_workers, use_gpu=cfg.ray.use_gpu,
-            resources_per_worker={"CPU": cfg.ray.cpus_per_worker}
-            | ({"GPU": cfg.ray.gpus_per_worker} if cfg.ray.use_gpu else {}),
-        ),
+        scaling_config=runtime.scaling_config(cfg.ray),
         run_config=RunConfig(
             # A fresh Train run per invocation: the same name would resume the old run.
             name=f"{config['cell_line']}-fold{config['fold']}-{config['run_key']}-{config['stamp']}",

@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 import ray
 from ray import tune
-from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig
 from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -54,12 +54,7 @@ def _trial(config: dict[str, Any]) -> None:
         train_loop_config=config,
         datasets=datasets,
         dataset_config=DataConfig(execution_options={"train": execution_options()}),
-        scaling_config=ScalingConfig(
-            num_workers=cfg.ray.num_workers,
-            use_gpu=cfg.ray.use_gpu,
-            resources_per_worker={"CPU": cfg.ray.cpus_per_worker}
-            | ({"GPU": cfg.ray.gpus_per_worker} if cfg.ray.use_gpu else {}),
-        ),
+        scaling_config=runtime.scaling_config(cfg.ray),
         run_config=RunConfig(
             # A fresh Train run per invocation: the same name would resume the old run.
             name=f"{config['strategy']}-seed{config['seed']}-{config['run_key']}-{config['stamp']}",
