@@ -34,6 +34,7 @@ TAHOE_OVERRIDES: dict[str, tuple[str, ...]] = {
     "save_dir": ("output.save_dir",),
     "ray_workers": ("ray.num_workers",),
     "use_gpu": ("ray.use_gpu",),
+    "log1p": ("training.log1p",),
 }
 
 
@@ -75,7 +76,7 @@ def _tahoe_parser(sub) -> None:
     p = sub.add_parser("tahoe", help="loader-strategy experiment on Tahoe-100M plates")
     p.add_argument("--config", default="default", help="default | pilot | demo | PATH.yaml")
     which = p.add_mutually_exclusive_group()
-    which.add_argument("--strategy", help="one strategy by name")
+    which.add_argument("--strategy", nargs="+", metavar="NAME", help="one or more strategies")
     which.add_argument("--all", action="store_true", help="every enabled strategy, as a Tune grid")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch_size", type=int)
@@ -95,6 +96,8 @@ def _tahoe_parser(sub) -> None:
     p.add_argument("--save_dir")
     p.add_argument("--ray_workers", type=int, help="Ray Train workers (DDP ranks) per run")
     p.add_argument("--use_gpu", action="store_true", default=None)
+    p.add_argument("--log1p", action=argparse.BooleanOptionalAction, default=None,
+                   help="log1p the counts before the model (default: raw counts, as the seed)")
     p.set_defaults(func=_run_tahoe)
 
 
@@ -209,11 +212,12 @@ def _run_tahoe(args: argparse.Namespace) -> None:
 
     cfg = load_tahoe_config(args.config, overrides(args, TAHOE_OVERRIDES))
     if args.strategy is not None:
-        if args.strategy not in STRATEGY_NAMES:
-            raise RaycellError(
-                f"unknown strategy {args.strategy!r} (known: {', '.join(STRATEGY_NAMES)})"
-            )
-        strategies = [args.strategy]
+        for name in args.strategy:
+            if name not in STRATEGY_NAMES:
+                raise RaycellError(
+                    f"unknown strategy {name!r} (known: {', '.join(STRATEGY_NAMES)})"
+                )
+        strategies = list(dict.fromkeys(args.strategy))
     elif args.all:
         strategies = cfg.enabled_strategies()
         if not strategies:
@@ -229,7 +233,7 @@ def _run_tahoe(args: argparse.Namespace) -> None:
     from raycell.tune.tahoe import run_grid
 
     summary = run_grid(cfg, inputs, strategies)
-    print_summary(summary, cfg.output.save_dir)
+    print_summary(summary, cfg.output.save_dir, cfg.training.log1p)
     figures = write_figures(Path(cfg.output.save_dir).resolve())
     print(f"figures: {figures[0].parent}")
 

@@ -91,7 +91,8 @@ class TahoeTraining(Strict):
     num_epochs: int = Field(1, ge=1)
     learning_rate: float = Field(1e-3, gt=0)
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
-    log1p: bool = True  # counts are log1p-transformed on the device (zeros stay zeros)
+    # False: raw counts into the model, as the seed does. True: log1p on the device.
+    log1p: bool = False
 
 
 class ScDatasetSettings(Strict):

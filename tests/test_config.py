@@ -10,6 +10,7 @@ def test_packaged_configs_load(name):
     cfg = load_tahoe_config(name)
     assert cfg.enabled_strategies() == list(STRATEGY_NAMES)
     assert cfg.scdataset.fetch_factor == 256 and cfg.training.batch_size == 64
+    assert cfg.training.log1p is False  # raw counts into the model, as the seed
 
 
 def test_pilot_is_the_seed_pilot():
@@ -35,6 +36,19 @@ def test_cli_values_override_the_config():
     assert cfg.scdataset.num_workers == 3
     assert cfg.data.h5ad_dir == "/data/tahoe"
     assert cfg.data.max_train_cells == 100_000  # untouched values keep the config's
+    assert cfg.training.log1p is False
+
+
+def test_log1p_is_an_option_from_the_command_line():
+    for flag, want in (("--log1p", True), ("--no-log1p", False)):
+        args = build_parser().parse_args(["tahoe", "--config", "demo", "--all", flag])
+        assert load_tahoe_config(args.config, overrides(args, TAHOE_OVERRIDES)).training.log1p \
+            is want
+
+
+def test_several_strategies_by_name():
+    args = build_parser().parse_args(["tahoe", "--strategy", "streaming", "random"])
+    assert args.strategy == ["streaming", "random"]
 
 
 def test_a_config_file_may_list_only_some_strategies(tmp_path):

@@ -1,3 +1,4 @@
+import pytest
 import torch
 from torch import nn
 
@@ -29,3 +30,18 @@ def test_loss_is_the_sum_of_the_task_cross_entropies():
         logits[1], y[:, 1]
     )
     torch.testing.assert_close(model.loss(logits, y), expected)
+
+
+def test_heads_are_initialised_xavier_uniform_each_with_zero_bias():
+    """The seed's init: every head its own Xavier bound, sqrt(6 / (genes + classes))."""
+    torch.manual_seed(2)
+    genes, sizes = 2000, {"cell_line": 50, "drug": 380, "moa_broad": 4, "moa_fine": 27}
+    model = MultiTaskLinear(genes, sizes)
+    assert torch.count_nonzero(model.fused.bias) == 0
+    heads = model.fused.weight.detach().split(list(sizes.values()), dim=0)
+    for head, n in zip(heads, sizes.values(), strict=True):
+        bound = (6 / (genes + n)) ** 0.5
+        assert head.abs().max() <= bound
+        # Uniform(-b, b) has standard deviation b / sqrt(3); a fused-width bound
+        # (fan_out 461) would be 5-9x smaller than a 4- or 27-class head's.
+        assert head.std().item() == pytest.approx(bound / 3**0.5, rel=0.05)

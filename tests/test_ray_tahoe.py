@@ -40,6 +40,14 @@ def test_summary_has_a_row_per_strategy_with_the_seed_columns(grid):
     assert on_disk["cell_line_accuracy"].min() > 0.6  # the easy task is learnt by every arm
 
 
+def test_settings_name_every_run_key_and_what_went_into_the_model(grid):
+    _, _, save, summary = grid
+    settings = pd.read_csv(save / "settings.csv", dtype={"run_key": str})
+    assert sorted(settings["run_key"]) == sorted(summary["run_key"].astype(str))
+    assert (~settings["training.log1p"]).all()  # raw counts, the default
+    assert sorted(settings["strategy.name"]) == sorted(STRATEGY_NAMES)
+
+
 def test_every_epoch_evaluates_the_whole_test_set_once_across_ranks(grid):
     _, inputs, save, _ = grid
     curves = pd.read_csv(save / "curves.csv")

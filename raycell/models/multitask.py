@@ -16,6 +16,12 @@ class MultiTaskLinear(nn.Module):
         self.tasks = tuple(task_sizes)
         self.sizes = tuple(task_sizes.values())
         self.fused = nn.Linear(n_genes, sum(self.sizes))
+        # The seed's initialisation: every head Xavier-uniform on its own (fan_out = its
+        # classes, not the fused width), biases zero.
+        with torch.no_grad():
+            for head in self.fused.weight.split(self.sizes, dim=0):
+                nn.init.xavier_uniform_(head)
+            nn.init.zeros_(self.fused.bias)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Logits per task, in ``self.tasks`` order."""

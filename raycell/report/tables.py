@@ -23,8 +23,10 @@ def format_summary(summary: pd.DataFrame) -> str:
     )
 
 
-def print_summary(summary: pd.DataFrame, save_dir: str) -> None:
-    print("\nmacro F1 per task on the test plates; time and throughput of training:")
+def print_summary(summary: pd.DataFrame, save_dir: str, log1p: bool) -> None:
+    inputs = "log1p counts" if log1p else "raw counts"
+    print(f"\nmacro F1 per task on the test plates ({inputs} into the model); "
+          "time and throughput of training:")
     print(format_summary(summary))
     print(f"\nsummary: {Path(save_dir).resolve() / 'summary.csv'}")
 

@@ -27,15 +27,20 @@ from raycell.train.tahoe import train_loop
 from raycell.tune.tracking import MlflowRecorder, flatten
 
 
-def run_key(cfg: TahoeConfig, strategy: str, seed: int) -> str:
-    """Hash of everything that changes a run's numbers (not where its files go)."""
+def run_settings(cfg: TahoeConfig, strategy: str, seed: int) -> dict[str, Any]:
+    """Everything that changes a run's numbers (not where its files go)."""
     payload = cfg.model_dump(exclude={"output", "strategies"})
     payload["training"].pop("seeds")
     if strategy not in RAY_DATA_STRATEGIES:  # keeps the keys of existing scDataset rows
         payload.pop("ray_data")
     payload["strategy"] = {"name": strategy, **cfg.strategies[strategy].model_dump()}
     payload["seed"] = seed
-    return config_key(payload)
+    return payload
+
+
+def run_key(cfg: TahoeConfig, strategy: str, seed: int) -> str:
+    """The key a run's rows and MLflow run are written under: a hash of its settings."""
+    return config_key(run_settings(cfg, strategy, seed))
 
 
 def _trial(config: dict[str, Any]) -> None:
@@ -120,6 +125,10 @@ def run_grid(cfg: TahoeConfig, inputs: TahoeInputs, strategies: list[str]) -> pd
         curve = frame.assign(**run)[CURVE_COLUMNS]
         curves.append(curve)
     upsert(save_dir / "curves.csv", pd.concat(curves, ignore_index=True))
+    # Beside the numbers, the settings that made them (log1p, plates, block size, ...).
+    settings = [{"run_key": keys[s, seed], **flatten(run_settings(cfg, s, seed))}
+                for s, seed in grid]
+    upsert(save_dir / "settings.csv", pd.DataFrame(settings))
     summary = pd.DataFrame(summaries, columns=SUMMARY_COLUMNS)
     return upsert(save_dir / "summary.csv", summary)
 
