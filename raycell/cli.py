@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from raycell.config import BLOCK_STRATEGIES
-from raycell.errors import RaycellError
+from raycell.core.errors import RaycellError
+from raycell.tahoe.config import BLOCK_STRATEGIES
 
 # CLI flag -> dotted config keys it overrides (the seed's flag names).
 TAHOE_OVERRIDES: dict[str, tuple[str, ...]] = {
@@ -208,7 +208,7 @@ def overrides(args: argparse.Namespace, table: dict[str, tuple[str, ...]]) -> di
 
 
 def _run_tahoe(args: argparse.Namespace) -> None:
-    from raycell.config import STRATEGY_NAMES, load_tahoe_config
+    from raycell.tahoe.config import STRATEGY_NAMES, load_tahoe_config
 
     cfg = load_tahoe_config(args.config, overrides(args, TAHOE_OVERRIDES))
     if args.strategy is not None:
@@ -225,12 +225,12 @@ def _run_tahoe(args: argparse.Namespace) -> None:
     else:
         raise RaycellError("choose a strategy: --strategy NAME or --all")
 
-    from raycell.data.inputs import load_tahoe_inputs
+    from raycell.tahoe.inputs import load_tahoe_inputs
 
     inputs = load_tahoe_inputs(cfg)  # validates every input before anything is written
-    from raycell.report.plots import write_figures
-    from raycell.report.tables import print_summary
-    from raycell.tune.tahoe import run_grid
+    from raycell.tahoe.grid import run_grid
+    from raycell.tahoe.plots import write_figures
+    from raycell.tahoe.tables import print_summary
 
     summary = run_grid(cfg, inputs, strategies)
     print_summary(summary, cfg.output.save_dir, cfg.training.log1p)
@@ -239,7 +239,7 @@ def _run_tahoe(args: argparse.Namespace) -> None:
 
 
 def _run_bench(args: argparse.Namespace) -> None:
-    from raycell.bench import ARMS, check_arms
+    from raycell.tahoe.bench import ARMS, check_arms
 
     arms = check_arms(args.strategies or list(ARMS))
     for flag in ("seconds", "rounds", "batch_size", "fetch_factor", "block_size"):
@@ -250,8 +250,8 @@ def _run_bench(args: argparse.Namespace) -> None:
     if args.device not in ("cpu", "cuda") and not args.device.startswith("cuda:"):
         raise RaycellError(f"--device {args.device!r}: use cpu or cuda")
     if args.data is None:
-        from raycell.config import TAHOE_SHAPED
-        from raycell.data.synthetic import ensure_tahoe
+        from raycell.tahoe.config import TAHOE_SHAPED
+        from raycell.tahoe.synthetic import ensure_tahoe
 
         print("bench: Tahoe-shaped data in data/bench/tahoe-shaped (made once)", flush=True)
         data = ensure_tahoe("data/bench/tahoe-shaped", TAHOE_SHAPED)
@@ -259,8 +259,8 @@ def _run_bench(args: argparse.Namespace) -> None:
         data = Path(args.data).expanduser().resolve()
     import torch
 
-    from raycell.bench import BenchSettings, best_rounds, ratios, run_bench
-    from raycell.report.plots import plot_bench
+    from raycell.tahoe.bench import BenchSettings, best_rounds, ratios, run_bench
+    from raycell.tahoe.plots import plot_bench
 
     if args.device != "cpu" and not torch.cuda.is_available():
         raise RaycellError(f"--device {args.device}: CUDA is not available on this machine")
@@ -293,7 +293,7 @@ def _spec_from_flags(model, base, args: argparse.Namespace):
 
 
 def _run_chemoe(args: argparse.Namespace) -> None:
-    from raycell.config import load_chemoe_config
+    from raycell.chemoe.config import load_chemoe_config
 
     cfg = load_chemoe_config(args.config, overrides(args, CHEMOE_OVERRIDES))
     if cfg.data.dir is not None:
@@ -301,7 +301,7 @@ def _run_chemoe(args: argparse.Namespace) -> None:
         if not data.is_dir():
             raise RaycellError(f"--data {data} is not a folder")
     elif cfg.data.synthetic is not None:
-        from raycell.data.synthetic_pdgrapher import ensure_pdgrapher
+        from raycell.chemoe.synthetic import ensure_pdgrapher
 
         spec = cfg.data.synthetic
         data = ensure_pdgrapher(spec.out_dir, spec)
@@ -309,22 +309,22 @@ def _run_chemoe(args: argparse.Namespace) -> None:
     else:
         raise RaycellError("no data: pass --data DIR (or set data.synthetic in the config)")
 
-    from raycell.tune.chemoe import prepare_inputs
+    from raycell.chemoe.grid import prepare_inputs
 
     inputs = prepare_inputs(cfg, data)  # validates every input before anything is written
     if inputs.zeroed:
         print(f"chemoe: {inputs.zeroed} of {len(inputs.drug_names)} drugs have no "
               f"{cfg.grid.mol_encoder} features: zeros (--missing_embedding zero)", flush=True)
-    from raycell.report.tables import print_chemoe
-    from raycell.tune.chemoe import run_chemoe
+    from raycell.chemoe.grid import run_chemoe
+    from raycell.chemoe.tables import print_chemoe
 
     print_chemoe(run_chemoe(cfg, inputs), Path(cfg.output.save_dir).resolve())
 
 
 def _write_pdgrapher(args: argparse.Namespace) -> None:
 
-    from raycell.config import PdgrapherSpec
-    from raycell.data.synthetic_pdgrapher import write_pdgrapher
+    from raycell.chemoe.config import PdgrapherSpec
+    from raycell.chemoe.synthetic import write_pdgrapher
 
     spec = _spec_from_flags(PdgrapherSpec, PdgrapherSpec(), args)
     out = write_pdgrapher(args.out, spec)
@@ -332,7 +332,7 @@ def _write_pdgrapher(args: argparse.Namespace) -> None:
 
 
 def _import_pdgrapher(args: argparse.Namespace) -> None:
-    from raycell.data.pdgrapher import import_pdgrapher
+    from raycell.chemoe.pdgrapher import import_pdgrapher
 
     path = import_pdgrapher(args.backward, args.splits, args.drug_table, args.out, args.cell_line)
     print(f"wrote {path} and {path.parent / 'drugs.csv'}")
@@ -351,7 +351,7 @@ def _run_bench_chemoe(args: argparse.Namespace) -> None:
 
     if args.device != "cpu" and not torch.cuda.is_available():
         raise RaycellError(f"--device {args.device}: CUDA is not available on this machine")
-    from raycell.bench_chemoe import run_chemoe_bench, speedup
+    from raycell.chemoe.bench import run_chemoe_bench, speedup
 
     out = Path(args.out).expanduser().resolve()
     frame = run_chemoe_bench(args.genes, args.batch_size, args.mol_dim, args.num_experts,
@@ -363,8 +363,8 @@ def _run_bench_chemoe(args: argparse.Namespace) -> None:
 
 def _write_tahoe(args: argparse.Namespace) -> None:
 
-    from raycell.config import TAHOE_SHAPED, TahoeSpec
-    from raycell.data.synthetic import write_tahoe
+    from raycell.tahoe.config import TAHOE_SHAPED, TahoeSpec
+    from raycell.tahoe.synthetic import write_tahoe
 
     profile = TAHOE_SHAPED if args.profile == "tahoe_shaped" else TahoeSpec()
     spec = _spec_from_flags(TahoeSpec, profile, args)

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from raycell.config import PdgrapherSpec, TahoeSpec
-from raycell.data.synthetic import write_tahoe
-from raycell.data.synthetic_pdgrapher import write_pdgrapher
+from raycell.chemoe.config import PdgrapherSpec
+from raycell.chemoe.synthetic import write_pdgrapher
+from raycell.tahoe.config import TahoeSpec
+from raycell.tahoe.synthetic import write_tahoe
 
 TINY = TahoeSpec(plates=3, cells_per_plate=900, genes=60, drugs=6, cell_lines=3,
                  sublibraries=2, seed=3)
@@ -20,7 +21,7 @@ def tahoe_dir(tmp_path_factory) -> Path:
 
 
 def tiny_config(tahoe_dir: Path, save_dir: Path, **overrides):
-    from raycell.config import load_tahoe_config
+    from raycell.tahoe.config import load_tahoe_config
 
     base = {
         "data.h5ad_dir": str(tahoe_dir),
@@ -43,7 +44,7 @@ def pdgrapher_dir(tmp_path_factory) -> Path:
 
 
 def tiny_chemoe_config(save_dir: Path, **overrides):
-    from raycell.config import load_chemoe_config
+    from raycell.chemoe.config import load_chemoe_config
 
     base = {
         "output.save_dir": str(save_dir),

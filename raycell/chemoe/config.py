@@ -1,0 +1,118 @@
+"""CheMoE's config: data, grid (cell lines x folds x models), model, training, Ray, outputs."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from raycell.core.config import OutputSettings, RaySettings, Strict, load_config
+
+# PDGrapher's nine chemical cell lines; the order fixes the cell-line embedding index.
+PDGRAPHER_CELL_LINES = ("A375", "A549", "BT20", "HELA", "HT29", "MCF7", "MDAMB231", "PC3", "VCAP")
+CHEMOE_MODELS = ("chemoe", "identity", "mean_shift", "ridge")
+MOL_ENCODERS = ("kpgt", "morgan")
+FOLDS = range(5)  # CLI fold K is PDGrapher's split key K + 1
+
+
+def _known_cell_lines(lines: list[str]) -> list[str]:
+    for line in lines:
+        if line not in PDGRAPHER_CELL_LINES:
+            known = ", ".join(PDGRAPHER_CELL_LINES)
+            raise ValueError(f"unknown cell line {line!r} (known: {known})")
+    if len(set(lines)) != len(lines):
+        raise ValueError("a cell line is listed twice")
+    return lines
+
+
+class PdgrapherSpec(Strict):
+    """What the in-format PDGrapher generator writes (per cell line)."""
+
+    cell_lines: list[str] = Field(default_factory=lambda: list(PDGRAPHER_CELL_LINES), min_length=1)
+    samples: int = Field(1_500, ge=50)
+    genes: int = Field(500, ge=20)
+    drugs: int = Field(40, ge=2)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _lines(self) -> PdgrapherSpec:
+        _known_cell_lines(self.cell_lines)
+        return self
+
+
+class SyntheticPdgrapher(PdgrapherSpec):
+    """Demo data generated once under ``out_dir`` when ``data.dir`` is null."""
+
+    out_dir: str = "data/demo/pdgrapher"
+
+
+class ChemoeData(Strict):
+    dir: str | None = None  # raycell's PDGrapher format (`raycell data import-pdgrapher`)
+    kpgt_file: str | None = None  # default: kpgt_embeddings.npz inside dir
+    allow_pickle: bool = False  # a KPGT pickle runs code when loaded: opt in explicitly
+    missing_embedding: Literal["error", "zero"] = "error"
+    synthetic: SyntheticPdgrapher | None = None
+
+
+class ChemoeGrid(Strict):
+    """Which runs: every (cell line, fold, model) is one Tune trial."""
+
+    cell_lines: list[str] = Field(default_factory=list)
+    folds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    models: list[Literal["chemoe", "identity", "mean_shift", "ridge"]] = Field(
+        default_factory=lambda: ["chemoe"], min_length=1)
+    mol_encoder: Literal["kpgt", "morgan"] = "kpgt"
+
+    @model_validator(mode="after")
+    def _valid(self) -> ChemoeGrid:
+        _known_cell_lines(self.cell_lines)
+        for fold in self.folds:
+            if fold not in FOLDS:
+                raise ValueError(f"fold {fold} is out of range 0..4")
+        return self
+
+
+class ChemoeModelSettings(Strict):
+    num_experts: int = Field(4, ge=1)
+    top_k: int = Field(2, ge=1)
+    embed_dim: int = Field(128, ge=4)
+    hidden_dim: int = Field(256, ge=4)  # encoders' and experts' first hidden layer
+    dropout: float = Field(0.1, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _k_fits(self) -> ChemoeModelSettings:
+        if self.top_k > self.num_experts:
+            raise ValueError(f"top_k {self.top_k} exceeds num_experts {self.num_experts}")
+        return self
+
+
+class ChemoeTraining(Strict):
+    epochs: int = Field(100, ge=1)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(1e-4, gt=0)
+    weight_decay: float = Field(1e-3, ge=0)
+    # adamw: Adam with decoupled weight decay. adam: the seed's Adam, whose L2 term is
+    # added to gradients; with MSE on [0, 1] data those gradients are ~1e-4 and weight
+    # decay 1e-3 outweighs them: the model stalls at "no change" (docs/benchmarks.md).
+    optimizer: Literal["adamw", "adam"] = "adamw"
+    aux_loss_weight: float = Field(0.01, ge=0)
+    eval_every: int = Field(10, ge=1)  # epochs between validation passes (the last always runs)
+    seed: int = 0
+    ridge_alphas: list[float] = Field(default_factory=lambda: [0.1, 1.0, 10.0, 100.0, 1000.0],
+                                      min_length=1)  # chosen on the validation split
+
+
+class ChemoeConfig(Strict):
+    data: ChemoeData = Field(default_factory=ChemoeData)
+    grid: ChemoeGrid = Field(default_factory=ChemoeGrid)
+    model: ChemoeModelSettings = Field(default_factory=ChemoeModelSettings)
+    training: ChemoeTraining = Field(default_factory=ChemoeTraining)
+    ray: RaySettings = Field(default_factory=RaySettings)
+    output: OutputSettings = Field(default_factory=lambda: OutputSettings(
+        save_dir="results/chemoe", experiment_name="raycell-chemoe", checkpoints_to_keep=None))
+
+
+def load_chemoe_config(name_or_path: str,
+                       overrides: dict[str, Any] | None = None) -> ChemoeConfig:
+    """Load a CheMoE config and apply ``{"dotted.key": value}`` overrides (CLI values win)."""
+    return load_config(ChemoeConfig, "chemoe", name_or_path, overrides)

@@ -1,0 +1,59 @@
+"""Ray and MLflow set-up shared by every workload: embedded defaults, absolute paths."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import ray
+from ray.train import ScalingConfig
+
+from raycell.core.config import RaySettings
+
+
+def local_cpus(settings: RaySettings) -> int:
+    """Logical CPUs for a local cluster: more than the cores.
+
+    Tune driver + Train worker + Ray Data tasks on exactly the core count deadlock
+    silently on a 2-core machine (FACTS.md); the loops are I/O bound, so
+    oversubscribing is safe.
+    """
+    return settings.local_num_cpus or max(4, 2 * (os.cpu_count() or 1))
+
+
+def ensure_ray(settings: RaySettings) -> None:
+    """Join RAY_ADDRESS when set, else start a local cluster."""
+    if ray.is_initialized():
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(log_to_driver=True)
+    else:
+        # The dashboard serves the state API that Ray Train V2 polls for its controller.
+        ray.init(num_cpus=local_cpus(settings), log_to_driver=True)
+
+
+def scaling_config(settings: RaySettings) -> ScalingConfig:
+    """Ray Train workers from the config: CPUs each, and (fractional) GPUs with use_gpu."""
+    gpus = {"GPU": settings.gpus_per_worker} if settings.use_gpu else {}
+    return ScalingConfig(num_workers=settings.num_workers, use_gpu=settings.use_gpu,
+                         resources_per_worker={"CPU": settings.cpus_per_worker} | gpus)
+
+
+def tracking_uri(save_dir: Path) -> str:
+    """MLFLOW_TRACKING_URI when set, else a sqlite store beside the results."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{save_dir.resolve()}/mlflow.db"
+
+
+def experiment_id(uri: str, name: str, save_dir: Path) -> str:
+    """Get or create an MLflow experiment with an absolute artifact location.
+
+    Without one, artifacts logged from Ray workers land in Ray's temporary session folder.
+    """
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    artifacts = (save_dir.resolve() / "mlartifacts").as_uri()
+    return client.create_experiment(name, artifact_location=artifacts)

@@ -1,0 +1,65 @@
+"""Everything a Tahoe run reads, resolved to absolute paths and validated up front.
+
+Validation happens in the launching process before Ray starts, so a bad path,
+file, column or drug fails in seconds with one line, and nothing is written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from raycell.core.errors import RaycellError
+from raycell.tahoe.config import TahoeConfig
+from raycell.tahoe.labels import LabelSpace
+from raycell.tahoe.plates import (
+    CONTROL_DRUG,
+    TahoeSplit,
+    find_drug_table,
+    find_plates,
+    plate_cell_lines,
+    read_drug_table,
+    read_split,
+    select_plates,
+)
+from raycell.tahoe.synthetic import ensure_tahoe
+
+
+@dataclass(frozen=True)
+class TahoeInputs:
+    h5ad_dir: Path
+    labels: LabelSpace
+    train: TahoeSplit
+    test: TahoeSplit
+
+
+def resolve_h5ad_dir(cfg: TahoeConfig) -> Path:
+    data = cfg.data
+    if data.h5ad_dir is not None:
+        return Path(data.h5ad_dir).expanduser().resolve()
+    if data.synthetic is None:
+        raise RaycellError("data.h5ad_dir is not set: pass --h5ad_dir DIR (or use --config demo)")
+    spec = data.synthetic
+    if max(data.train_plates + data.test_plates) > spec.plates:
+        raise RaycellError(f"data.synthetic.plates is {spec.plates}: too few for the plates asked")
+    return ensure_tahoe(spec.out_dir, spec)
+
+
+def build_labels(plate_paths: list[Path], table_path: Path) -> LabelSpace:
+    """Label spaces from the (stripped) drug table and every plate's cell-line categories."""
+    return LabelSpace.build(read_drug_table(table_path), plate_cell_lines(plate_paths),
+                            CONTROL_DRUG)
+
+
+def load_tahoe_inputs(cfg: TahoeConfig) -> TahoeInputs:
+    h5ad_dir = resolve_h5ad_dir(cfg)
+    plates = find_plates(h5ad_dir)
+    train_paths = select_plates(plates, cfg.data.train_plates, "train")
+    test_paths = select_plates(plates, cfg.data.test_plates, "test")
+    table_path = find_drug_table(h5ad_dir, cfg.data.drug_table)
+    labels = build_labels(train_paths + test_paths, table_path)
+    train = read_split(train_paths, labels, cfg.data.max_train_cells, table_path)
+    test = read_split(test_paths, labels, cfg.data.max_test_cells, table_path)
+    if train.n_vars != test.n_vars:
+        raise RaycellError(f"train plates have {train.n_vars} genes, test plates {test.n_vars}")
+    return TahoeInputs(h5ad_dir, labels, train, test)

@@ -1,0 +1,36 @@
+"""Result rows: one per run key, written with ``locked_csv.upsert`` (locked, atomic).
+
+Re-running a config replaces its rows instead of duplicating them.
+"""
+
+from __future__ import annotations
+
+from raycell.tahoe.labels import TASKS
+
+# Per task: macro and weighted F1 with sklearn's (and the seed's) semantics, accuracy, and
+# macro F1 over the whole label space (classes absent from the test plates score 0).
+TASK_METRICS = ("macro_f1", "weighted_f1", "accuracy", "macro_f1_all_classes")
+SUMMARY_COLUMNS = (
+    ["strategy", "seed", "epochs", "train_seconds", "cells_per_s"]
+    + [f"{t}_{m}" for t in TASKS for m in TASK_METRICS]
+    + ["run_key"]
+)
+CURVE_COLUMNS = (
+    ["run_key", "strategy", "seed", "epoch", "train_loss", "epoch_seconds", "train_seconds",
+     "cells_per_s", "train_cells", "eval_seconds", "test_cells"]
+    + [f"{t}_{m}" for t in TASKS for m in TASK_METRICS]
+)
+
+EPOCH_METRICS = frozenset(CURVE_COLUMNS) - {"run_key", "strategy", "seed", "epoch", "train_cells",
+                                            "test_cells"}
+
+
+def summary_row(strategy: str, seed: int, run_key: str, last: dict) -> dict:
+    """The summary of one run from its last reported epoch; throughput over all epochs."""
+    row = {"strategy": strategy, "seed": seed, "epochs": int(last["epoch"]), "run_key": run_key}
+    row["train_seconds"] = float(last["train_seconds"])
+    row["cells_per_s"] = float(last["train_cells"]) * row["epochs"] / row["train_seconds"]
+    for col in SUMMARY_COLUMNS:
+        if col not in row:
+            row[col] = last[col]
+    return {c: row[c] for c in SUMMARY_COLUMNS}

@@ -1,0 +1,95 @@
+"""CheMoE end to end on a real local Ray cluster: the four models on a tiny cell line,
+results.csv, predictions.npz, checkpoints and MLflow."""
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import ray
+import torch
+
+from raycell.chemoe.grid import RESULT_COLUMNS, prepare_inputs, run_chemoe
+from raycell.chemoe.metrics import de_scores
+from tests.conftest import tiny_chemoe_config
+
+pytestmark = pytest.mark.ray
+MODELS = ["chemoe", "identity", "mean_shift", "ridge"]
+
+
+@pytest.fixture(scope="module")
+def grid(pdgrapher_dir, tmp_path_factory):
+    save = tmp_path_factory.mktemp("chemoe")
+    cfg = tiny_chemoe_config(save, **{"grid.models": MODELS})
+    rows = run_chemoe(cfg, prepare_inputs(cfg, pdgrapher_dir))
+    yield cfg, save, rows
+    ray.shutdown()
+
+
+def test_a_results_row_per_model(grid):
+    _, save, rows = grid
+    on_disk = pd.read_csv(save / "results.csv")
+    assert list(on_disk.columns) == RESULT_COLUMNS
+    assert sorted(on_disk["model"]) == sorted(MODELS)
+    assert (on_disk["cell_line"] == "A549").all() and (on_disk["fold"] == 0).all()
+    by_model = on_disk.set_index("model")
+    assert by_model.loc["chemoe", "mol_encoder"] == "kpgt"
+    assert by_model.loc["identity", "mol_encoder"] == "none"
+    # Identity predicts no change: every sample is skipped, the score is undefined.
+    assert by_model.loc["identity", "n_scored"] == 0
+    assert np.isnan(by_model.loc["identity", "r2_top20"])
+    for model in ("chemoe", "mean_shift", "ridge"):
+        assert by_model.loc[model, "n_scored"] == by_model.loc[model, "n_test"] > 0
+        assert 0 <= by_model.loc[model, "r2_top20"] <= 1
+
+
+def test_metrics_recomputed_from_predictions_match_results(grid):
+    _, save, _ = grid
+    for row in pd.read_csv(save / "results.csv").itertuples():
+        with np.load(save / "runs" / row.run_key / "predictions.npz") as npz:
+            assert set(npz.files) == {"pred", "treated", "diseased", "sample_index", "drug",
+                                      "cell_line"}
+            scores = de_scores(npz["pred"], npz["treated"], npz["diseased"])
+            assert len(npz["pred"]) == row.n_test == len(npz["sample_index"])
+            assert (npz["cell_line"] == "A549").all()
+        for metric in ("r2_top20", "r2_top40", "r2_top80", "pearson_de"):
+            assert scores[metric] == pytest.approx(getattr(row, metric), nan_ok=True)
+
+
+def test_checkpoints_and_mlflow_record_the_chemoe_run(grid):
+    cfg, save, rows = grid
+    key = rows.set_index("model").loc["chemoe", "run_key"]
+    run_dir = save / "runs" / key
+    best, final = (torch.load(run_dir / f, weights_only=True) for f in ("best.pt", "final.pt"))
+    assert best.keys() == final.keys() and "gene_embedding" in best
+
+    # A client on this store only: mlflow.set_tracking_uri would also set
+    # MLFLOW_TRACKING_URI for the process and send later tests' runs here.
+    client = mlflow.MlflowClient(f"sqlite:///{save}/mlflow.db")
+    experiment = client.get_experiment_by_name(cfg.output.experiment_name)
+    runs = {r.data.tags["model"]: r for r in client.search_runs([experiment.experiment_id])}
+    assert sorted(runs) == sorted(MODELS)
+    run = runs["chemoe"]
+    assert run.data.tags["run_key"] == key and run.info.run_name == "chemoe-A549-0-kpgt"
+    val = client.get_metric_history(run.info.run_id, "val_loss")
+    assert [m.step for m in val] == [2, 3]  # eval_every 2, and always the last epoch
+    assert len(client.get_metric_history(run.info.run_id, "train_loss")) == 3
+    assert client.get_metric_history(run.info.run_id, "expert_0_usage")
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"best.pt", "final.pt", "predictions.npz"} <= artifacts
+    # The best checkpoint is chosen by validation loss.
+    best_epoch = min(val, key=lambda m: m.value).step
+    assert run.data.metrics["test_best_epoch"] == best_epoch
+    assert run.data.params["training.lr"] == str(cfg.training.lr)
+    # Baselines log their test scores too.
+    assert runs["ridge"].data.metrics["test_r2_top20"] == pytest.approx(
+        rows.set_index("model").loc["ridge", "r2_top20"])
+
+
+def test_rerunning_a_run_key_replaces_its_row(grid, pdgrapher_dir):
+    cfg, save, rows = grid
+    again = cfg.model_copy(deep=True)
+    again.grid.models = ["identity"]
+    run_chemoe(again, prepare_inputs(again, pdgrapher_dir))
+    on_disk = pd.read_csv(save / "results.csv")
+    assert len(on_disk) == len(MODELS)
+    assert on_disk["run_key"].is_unique
