@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from raycell.core.errors import RaycellError
+from raycell.core.rows import results_dir
 from raycell.tahoe.config import BLOCK_STRATEGIES
 
 # CLI flag -> dotted config keys it overrides (the seed's flag names).
@@ -211,6 +212,7 @@ def _run_tahoe(args: argparse.Namespace) -> None:
     from raycell.tahoe.config import STRATEGY_NAMES, load_tahoe_config
 
     cfg = load_tahoe_config(args.config, overrides(args, TAHOE_OVERRIDES))
+    results_dir(cfg.output.save_dir)
     if args.strategy is not None:
         for name in args.strategy:
             if name not in STRATEGY_NAMES:
@@ -296,6 +298,7 @@ def _run_chemoe(args: argparse.Namespace) -> None:
     from raycell.chemoe.config import load_chemoe_config
 
     cfg = load_chemoe_config(args.config, overrides(args, CHEMOE_OVERRIDES))
+    results_dir(cfg.output.save_dir)
     if cfg.data.dir is not None:
         data = Path(cfg.data.dir).expanduser().resolve()
         if not data.is_dir():

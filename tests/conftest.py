@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -57,3 +59,17 @@ def tiny_chemoe_config(save_dir: Path, **overrides):
         "training.lr": 3e-3,
     }
     return load_chemoe_config("default", {**base, **overrides})
+
+
+# The CLI as a user runs it: a subprocess, its exit code, its stderr.
+def run_cli(*args, cwd=None, timeout=120):
+    return subprocess.run([sys.executable, "-m", "raycell.cli", *args], capture_output=True,
+                          text=True, cwd=cwd, timeout=timeout)
+
+
+def assert_clean_error(result, culprit, save_dir):
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2, result.stderr
+    assert len(lines) == 1 and lines[0].startswith("raycell: error:"), result.stderr
+    assert culprit in lines[0]
+    assert not save_dir.exists()

@@ -155,7 +155,7 @@ def train_loop(config: dict[str, Any]) -> None:
         last = epoch == train_cfg.epochs
         if rank == 0 and (epoch % train_cfg.eval_every == 0 or last):
             metrics |= _validate(model, val)
-            if metrics["val_loss"] < best["val_loss"]:
+            if _improves(metrics["val_loss"], best):
                 best = {"val_loss": metrics["val_loss"], "epoch": epoch,
                         "state": copy.deepcopy(model.state_dict())}
         if not last:
@@ -167,6 +167,14 @@ def train_loop(config: dict[str, Any]) -> None:
                 metrics |= _finish(cfg, model, best, samples, device, Path(tmp))
                 checkpoint = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report(metrics, checkpoint=checkpoint)
+
+
+def _improves(val_loss: float, best: dict) -> bool:
+    """Whether a validation loss beats the best so far. A NaN loss never compares less,
+    so without this a run whose validations are NaN would end with no best state: the
+    first evaluation always counts, and a finite loss replaces a NaN best."""
+    return (best["state"] is None or math.isnan(best["val_loss"])
+            or val_loss < best["val_loss"])
 
 
 def _finish(cfg: ChemoeConfig, model: CheMoE, best: dict, samples: RunSamples,

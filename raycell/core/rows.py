@@ -12,6 +12,21 @@ from pathlib import Path
 import pandas as pd
 from filelock import FileLock
 
+from raycell.core.errors import RaycellError
+
+
+def results_dir(save_dir: str | Path) -> Path:
+    """The results folder as an absolute path, refused if it or a parent is not a folder.
+
+    Checked before a run starts, so a typo such as ``--save_dir results.csv`` costs one
+    line instead of a traceback after Ray has started.
+    """
+    path = Path(save_dir).expanduser().resolve()
+    for part in (path, *path.parents):
+        if part.exists() and not part.is_dir():
+            raise RaycellError(f"--save_dir {path}: {part} exists and is not a folder")
+    return path
+
 
 def upsert(path: Path, rows: pd.DataFrame, key: str = "run_key") -> pd.DataFrame:
     """Replace the rows of ``path`` whose ``key`` is in ``rows``, append the rest."""

@@ -172,6 +172,8 @@ def read_split(
             drug = read_obs_column(f, "drug", n)
             codes.append(labels.encode(cell_line, drug, source=f"{path}", drug_table=drug_table))
             plates.append(PlateRows(str(path), n, indptr))
+        if not plates:
+            raise RaycellError(f"no cells in {', '.join(str(p) for p in paths)}")
         return TahoeSplit(tuple(plates), n_vars.pop(), np.concatenate(codes))
     finally:
         for f in opened:

@@ -67,3 +67,15 @@ def test_unchosen_experts_are_not_computed(monkeypatch):
 def test_top_k_larger_than_experts_is_rejected():
     with pytest.raises(ValueError, match="top_k 3"):
         CheMoE(10, 4, 9, num_experts=2, top_k=3)
+
+
+def test_a_nan_validation_loss_never_leaves_the_run_without_a_best_state():
+    from raycell.chemoe.worker import _improves
+
+    nan = float("nan")
+    empty = {"val_loss": float("inf"), "epoch": 0, "state": None}
+    assert _improves(nan, empty)  # the first evaluation always gives a best state
+    assert _improves(0.5, {"val_loss": nan, "epoch": 1, "state": {}})  # finite beats NaN
+    assert not _improves(nan, {"val_loss": 0.5, "epoch": 1, "state": {}})
+    assert _improves(0.4, {"val_loss": 0.5, "epoch": 1, "state": {}})
+    assert not _improves(0.6, {"val_loss": 0.5, "epoch": 1, "state": {}})

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.test_cli_errors import assert_clean_error, run_cli
+from tests.conftest import assert_clean_error, run_cli
 
 
 def copy_data(src, dst):

@@ -9,7 +9,8 @@ from scipy.stats import entropy
 
 from raycell.core.errors import RaycellError
 from raycell.tahoe.bench import ARMS, BENCH_COLUMNS, check_arms, entropy_bits
-from tests.test_cli_errors import copy_plates, plate, run_cli
+from tests.conftest import run_cli
+from tests.tahoe.test_cli_errors import copy_plates, plate
 
 
 def test_entropy_matches_scipy():

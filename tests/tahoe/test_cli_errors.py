@@ -1,21 +1,15 @@
 """Bad input: one line naming the culprit, exit code 2, no traceback, nothing written."""
 
 import shutil
-import subprocess
-import sys
 
 import anndata
 import pandas as pd
 import pytest
 
 from raycell.tahoe.plates import PLATE_FILENAME
+from tests.conftest import assert_clean_error, run_cli
 
 PLATES = ["--train_plates", "1", "2", "--test_plates", "3"]
-
-
-def run_cli(*args, cwd=None, timeout=120):
-    return subprocess.run([sys.executable, "-m", "raycell.cli", *args], capture_output=True,
-                          text=True, cwd=cwd, timeout=timeout)
 
 
 def copy_plates(src, dst):
@@ -47,7 +41,14 @@ def _drug_not_in_table(root):
     return "drug 'Synthetic-002' is not in the drug table"
 
 
-@pytest.mark.parametrize("damage", [_not_hdf5, _no_drug_column, _drug_not_in_table])
+def _empty_test_plate(root):
+    a = anndata.read_h5ad(plate(root, 3))
+    a[:0].copy().write_h5ad(plate(root, 3))
+    return f"no cells in {plate(root, 3)}"
+
+
+@pytest.mark.parametrize("damage", [_not_hdf5, _no_drug_column, _drug_not_in_table,
+                                    _empty_test_plate])
 def test_bad_data_files(tahoe_dir, tmp_path, damage):
     root = copy_plates(tahoe_dir, tmp_path / "plates")
     culprit = damage(root)
@@ -85,12 +86,16 @@ def test_unknown_config_key(tahoe_dir, tmp_path):
     assert_clean_error(r, "unknown config key 'training.learning_rat'", save)
 
 
-def assert_clean_error(result, culprit, save_dir):
-    lines = result.stderr.strip().splitlines()
-    assert result.returncode == 2, result.stderr
-    assert len(lines) == 1 and lines[0].startswith("raycell: error:"), result.stderr
-    assert culprit in lines[0]
-    assert not save_dir.exists()
+def test_a_save_dir_that_is_a_file(tahoe_dir, tmp_path):
+    taken = tmp_path / "results.csv"
+    taken.write_text("strategy,seed\n")
+    for save in (taken, taken / "sub"):
+        r = run_cli("tahoe", "--h5ad_dir", str(tahoe_dir), *PLATES, "--strategy", "random",
+                    "--save_dir", str(save))
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert f"{taken} exists and is not a folder" in r.stderr
+    assert taken.read_text() == "strategy,seed\n"  # untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.csv"]
 
 
 def test_generator_profile_values_out_of_range_are_one_line(tmp_path):
