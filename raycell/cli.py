@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from raycell.core.errors import RaycellError
-from raycell.core.rows import results_dir
 from raycell.tahoe.config import BLOCK_STRATEGIES
 
 # CLI flag -> dotted config keys it overrides (the seed's flag names).
@@ -209,35 +208,16 @@ def overrides(args: argparse.Namespace, table: dict[str, tuple[str, ...]]) -> di
 
 
 def _run_tahoe(args: argparse.Namespace) -> None:
-    from raycell.tahoe.config import STRATEGY_NAMES, load_tahoe_config
+    from raycell import load_tahoe_config, run_tahoe
 
-    cfg = load_tahoe_config(args.config, overrides(args, TAHOE_OVERRIDES))
-    results_dir(cfg.output.save_dir)
-    if args.strategy is not None:
-        for name in args.strategy:
-            if name not in STRATEGY_NAMES:
-                raise RaycellError(
-                    f"unknown strategy {name!r} (known: {', '.join(STRATEGY_NAMES)})"
-                )
-        strategies = list(dict.fromkeys(args.strategy))
-    elif args.all:
-        strategies = cfg.enabled_strategies()
-        if not strategies:
-            raise RaycellError("--all: every strategy is disabled in the config")
-    else:
+    if args.strategy is None and not args.all:
         raise RaycellError("choose a strategy: --strategy NAME or --all")
-
-    from raycell.tahoe.inputs import load_tahoe_inputs
-
-    inputs = load_tahoe_inputs(cfg)  # validates every input before anything is written
-    from raycell.tahoe.grid import run_grid
-    from raycell.tahoe.plots import write_figures
+    cfg = load_tahoe_config(args.config, overrides(args, TAHOE_OVERRIDES))
+    summary = run_tahoe(cfg, args.strategy)  # None with --all: every enabled strategy
     from raycell.tahoe.tables import print_summary
 
-    summary = run_grid(cfg, inputs, strategies)
     print_summary(summary, cfg.output.save_dir, cfg.training.log1p)
-    figures = write_figures(Path(cfg.output.save_dir).resolve())
-    print(f"figures: {figures[0].parent}")
+    print(f"figures: {Path(cfg.output.save_dir).resolve() / 'figures'}")
 
 
 def _run_bench(args: argparse.Namespace) -> None:
@@ -295,33 +275,13 @@ def _spec_from_flags(model, base, args: argparse.Namespace):
 
 
 def _run_chemoe(args: argparse.Namespace) -> None:
-    from raycell.chemoe.config import load_chemoe_config
+    from raycell import load_chemoe_config, run_chemoe
 
     cfg = load_chemoe_config(args.config, overrides(args, CHEMOE_OVERRIDES))
-    results_dir(cfg.output.save_dir)
-    if cfg.data.dir is not None:
-        data = Path(cfg.data.dir).expanduser().resolve()
-        if not data.is_dir():
-            raise RaycellError(f"--data {data} is not a folder")
-    elif cfg.data.synthetic is not None:
-        from raycell.chemoe.synthetic import ensure_pdgrapher
-
-        spec = cfg.data.synthetic
-        data = ensure_pdgrapher(spec.out_dir, spec)
-        print(f"chemoe: demo data in {data}", flush=True)
-    else:
-        raise RaycellError("no data: pass --data DIR (or set data.synthetic in the config)")
-
-    from raycell.chemoe.grid import prepare_inputs
-
-    inputs = prepare_inputs(cfg, data)  # validates every input before anything is written
-    if inputs.zeroed:
-        print(f"chemoe: {inputs.zeroed} of {len(inputs.drug_names)} drugs have no "
-              f"{cfg.grid.mol_encoder} features: zeros (--missing_embedding zero)", flush=True)
-    from raycell.chemoe.grid import run_chemoe
+    rows = run_chemoe(cfg)
     from raycell.chemoe.tables import print_chemoe
 
-    print_chemoe(run_chemoe(cfg, inputs), Path(cfg.output.save_dir).resolve())
+    print_chemoe(rows, Path(cfg.output.save_dir).resolve())
 
 
 def _write_pdgrapher(args: argparse.Namespace) -> None:

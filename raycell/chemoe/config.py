@@ -114,5 +114,24 @@ class ChemoeConfig(Strict):
 
 def load_chemoe_config(name_or_path: str,
                        overrides: dict[str, Any] | None = None) -> ChemoeConfig:
-    """Load a CheMoE config and apply ``{"dotted.key": value}`` overrides (CLI values win)."""
+    """Load a CheMoE config, strictly validated.
+
+    Parameters
+    ----------
+    name_or_path : str
+        A packaged config (``"default"``, ``"demo"``) or a YAML file.
+    overrides : dict, optional
+        ``{"dotted.key": value}`` applied over the file, as the CLI's flags are
+        (``{"grid.cell_lines": ["A549"], "grid.folds": [0, 1]}``).
+
+    Returns
+    -------
+    ChemoeConfig
+
+    Raises
+    ------
+    RaycellError
+        An unknown key, a bad value (a fold outside 0..4, top_k above num_experts) or
+        an unreadable file, naming the key or file.
+    """
     return load_config(ChemoeConfig, "chemoe", name_or_path, overrides)

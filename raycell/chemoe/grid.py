@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import ray
 from ray import tune
@@ -24,12 +22,10 @@ from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from raycell.chemoe.config import ChemoeConfig
-from raycell.chemoe.molecules import KPGT_FILE, drug_features, load_kpgt
-from raycell.chemoe.pdgrapher import DRUGS_FILE, read_drug_table, read_info
+from raycell.chemoe.inputs import USES_MOLECULES, ChemoeInputs, mol_encoder_of
 from raycell.chemoe.worker import run_baseline, train_loop
 from raycell.core import runtime
 from raycell.core.config import config_key
-from raycell.core.errors import RaycellError
 from raycell.core.rows import upsert
 from raycell.core.tracking import MlflowRecorder, flatten
 
@@ -42,21 +38,6 @@ CURVE_METRICS = frozenset(
      "test_best_val_loss", "test_ridge_alpha"]
     + [f"expert_{e}_usage" for e in range(64)]
 )
-USES_MOLECULES = ("chemoe", "ridge")
-
-
-@dataclass(frozen=True)
-class ChemoeInputs:
-    """Validated inputs: the data folder and the drug features of the grid's encoder."""
-
-    data_dir: Path
-    drug_names: list[str]
-    features: np.ndarray  # (n_drugs, dim), rows in drug_names order
-    zeroed: int  # drugs without a structure/vector, zero-filled (--missing_embedding zero)
-
-
-def mol_encoder_of(model: str, cfg: ChemoeConfig) -> str:
-    return cfg.grid.mol_encoder if model in USES_MOLECULES else "none"
 
 
 def run_key(cfg: ChemoeConfig, data_dir: Path, cell_line: str, fold: int, model: str) -> str:
@@ -71,34 +52,6 @@ def run_key(cfg: ChemoeConfig, data_dir: Path, cell_line: str, fold: int, model:
     if model == "ridge":
         payload["ridge_alphas"] = cfg.training.ridge_alphas
     return config_key(payload)
-
-
-def prepare_inputs(cfg: ChemoeConfig, data_dir: Path) -> ChemoeInputs:
-    """Check every cell line, fold and drug of the grid; build the drug features once."""
-    if not cfg.grid.cell_lines:
-        raise RaycellError("choose one or more cell lines: --cell_line CL [CL ...]")
-    drugs_used: set[str] = set()
-    for line in cfg.grid.cell_lines:
-        for fold in cfg.grid.folds:
-            drugs_used.update(read_info(data_dir, line, fold).drugs)
-    table = read_drug_table(data_dir / DRUGS_FILE)
-    unknown = sorted(drugs_used - set(table["name"]))
-    if unknown:
-        raise RaycellError(f"{len(unknown)} drug(s) are not in {data_dir / DRUGS_FILE}: "
-                           f"{', '.join(unknown[:10])}")
-    table = table[table["name"].isin(drugs_used)].reset_index(drop=True)
-    if not any(m in USES_MOLECULES for m in cfg.grid.models):
-        return ChemoeInputs(data_dir, table["name"].tolist(), np.zeros((len(table), 1),
-                            np.float32), 0)
-    kpgt = None
-    if cfg.grid.mol_encoder == "kpgt":
-        path = Path(cfg.data.kpgt_file) if cfg.data.kpgt_file else data_dir / KPGT_FILE
-        if cfg.data.kpgt_file is None and not path.is_file():
-            raise RaycellError(f"--mol_encoder kpgt needs --kpgt_file (no {KPGT_FILE} in "
-                               f"{data_dir}); or use --mol_encoder morgan")
-        kpgt = load_kpgt(path, cfg.data.allow_pickle)
-    features, zeroed = drug_features(table, cfg.grid.mol_encoder, kpgt, cfg.data.missing_embedding)
-    return ChemoeInputs(data_dir, table["name"].tolist(), features, zeroed)
 
 
 def _trial(config: dict[str, Any]) -> None:

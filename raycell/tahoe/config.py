@@ -136,5 +136,23 @@ class TahoeConfig(Strict):
 
 
 def load_tahoe_config(name_or_path: str, overrides: dict[str, Any] | None = None) -> TahoeConfig:
-    """Load a config and apply ``{"dotted.key": value}`` overrides (CLI values win)."""
+    """Load a Tahoe config, strictly validated.
+
+    Parameters
+    ----------
+    name_or_path : str
+        A packaged config (``"default"``, ``"pilot"``, ``"demo"``) or a YAML file.
+    overrides : dict, optional
+        ``{"dotted.key": value}`` applied over the file, as the CLI's flags are
+        (``{"training.num_epochs": 1, "data.h5ad_dir": "/data/tahoe"}``).
+
+    Returns
+    -------
+    TahoeConfig
+
+    Raises
+    ------
+    RaycellError
+        An unknown key, a bad value or an unreadable file, naming the key or file.
+    """
     return load_config(TahoeConfig, "tahoe", name_or_path, overrides)

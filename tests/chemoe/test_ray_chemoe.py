@@ -8,7 +8,8 @@ import pytest
 import ray
 import torch
 
-from raycell.chemoe.grid import RESULT_COLUMNS, prepare_inputs, run_chemoe
+from raycell.chemoe.grid import RESULT_COLUMNS, run_chemoe
+from raycell.chemoe.inputs import prepare_inputs
 from raycell.chemoe.metrics import de_scores
 from tests.conftest import tiny_chemoe_config
 

@@ -1,0 +1,71 @@
+"""``raycell.run_tahoe``: the Tahoe experiment as one call, validated as the CLI validates."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from raycell.core.errors import RaycellError
+from raycell.core.rows import results_dir
+from raycell.tahoe.config import STRATEGY_NAMES, TahoeConfig, load_tahoe_config
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+def check_strategies(cfg: TahoeConfig, strategies: Sequence[str] | None) -> list[str]:
+    """The arms to run: the named ones (each known), or every enabled one for ``None``."""
+    if strategies is None:
+        enabled = cfg.enabled_strategies()
+        if not enabled:
+            raise RaycellError("--all: every strategy is disabled in the config")
+        return enabled
+    if isinstance(strategies, str):
+        strategies = [strategies]
+    if not strategies:
+        raise RaycellError("choose a strategy: --strategy NAME or --all")
+    for name in strategies:
+        if name not in STRATEGY_NAMES:
+            raise RaycellError(f"unknown strategy {name!r} (known: {', '.join(STRATEGY_NAMES)})")
+    return list(dict.fromkeys(strategies))
+
+
+def run_tahoe(config: TahoeConfig | str, strategies: Sequence[str] | None = None
+              ) -> pd.DataFrame:
+    """Train the multi-task classifier once per (strategy, seed) and score it.
+
+    Parameters
+    ----------
+    config : TahoeConfig or str
+        A loaded config (``load_tahoe_config``), or the name of a packaged config
+        (``"demo"``, ``"pilot"``, ``"default"``) or a YAML path.
+    strategies : sequence of str, optional
+        Arms to run, by registry name (``"block_shuffling"``, ``"ray_buffer"``, ...);
+        ``None`` runs every arm the config enables (the CLI's ``--all``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``summary.csv`` after this call: one row per (strategy, seed) run key, with
+        time, throughput and the four tasks' F1 and accuracy. Figures are written to
+        ``<save_dir>/figures``.
+
+    Raises
+    ------
+    RaycellError
+        For anything a user can get wrong (unknown strategy, a missing or corrupt
+        plate, a drug missing from the table, a save_dir that is a file, ...), before
+        anything is written.
+    """
+    cfg = config if isinstance(config, TahoeConfig) else load_tahoe_config(config)
+    names = check_strategies(cfg, strategies)
+    save_dir = results_dir(cfg.output.save_dir)
+
+    from raycell.tahoe.grid import run_grid
+    from raycell.tahoe.inputs import load_tahoe_inputs
+    from raycell.tahoe.plots import write_figures
+
+    inputs = load_tahoe_inputs(cfg)  # validates every input before anything is written
+    summary = run_grid(cfg, inputs, names)
+    write_figures(save_dir)
+    return summary
