@@ -43,6 +43,6 @@ def run_chemoe(config: ChemoeConfig | str) -> pd.DataFrame:
     if inputs.zeroed:
         print(f"chemoe: {inputs.zeroed} of {len(inputs.drug_names)} drugs have no "
               f"{cfg.grid.mol_encoder} features: zeros (--missing_embedding zero)", flush=True)
-    from raycell.chemoe.grid import run_chemoe as run_grid
+    from raycell.chemoe.grid import run_grid
 
     return run_grid(cfg, inputs)

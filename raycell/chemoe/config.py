@@ -102,14 +102,19 @@ class ChemoeTraining(Strict):
                                       min_length=1)  # chosen on the validation split
 
 
+class ChemoeOutput(OutputSettings):
+    save_dir: str = "results/chemoe"
+    experiment_name: str = "raycell-chemoe"
+    checkpoints_to_keep: int | None = Field(None, ge=1)  # CheMoE keeps its final checkpoint
+
+
 class ChemoeConfig(Strict):
     data: ChemoeData = Field(default_factory=ChemoeData)
     grid: ChemoeGrid = Field(default_factory=ChemoeGrid)
     model: ChemoeModelSettings = Field(default_factory=ChemoeModelSettings)
     training: ChemoeTraining = Field(default_factory=ChemoeTraining)
     ray: RaySettings = Field(default_factory=RaySettings)
-    output: OutputSettings = Field(default_factory=lambda: OutputSettings(
-        save_dir="results/chemoe", experiment_name="raycell-chemoe", checkpoints_to_keep=None))
+    output: ChemoeOutput = Field(default_factory=ChemoeOutput)
 
 
 def load_chemoe_config(name_or_path: str,

@@ -84,7 +84,7 @@ def _trial(config: dict[str, Any]) -> None:
         shutil.copytree(d, out, dirs_exist_ok=True)
 
 
-def run_chemoe(cfg: ChemoeConfig, inputs: ChemoeInputs) -> pd.DataFrame:
+def run_grid(cfg: ChemoeConfig, inputs: ChemoeInputs) -> pd.DataFrame:
     """Run the grid; returns this invocation's rows of results.csv."""
     save_dir = Path(cfg.output.save_dir).resolve()
     save_dir.mkdir(parents=True, exist_ok=True)

@@ -35,8 +35,11 @@ class RaySettings(Strict):
 
 
 class OutputSettings(Strict):
-    save_dir: str = "results/tahoe"
-    experiment_name: str = "raycell-tahoe"
+    """Where results go; each workload subclasses it with its own default folder and
+    experiment, so a YAML that sets only some output keys keeps the workload's others."""
+
+    save_dir: str
+    experiment_name: str
     checkpoints_to_keep: int | None = Field(2, ge=1)  # one checkpoint per epoch; keep the last N
 
 

@@ -108,6 +108,11 @@ def _strategy_defaults() -> dict[str, StrategySettings]:
             for name in STRATEGY_NAMES}
 
 
+class TahoeOutput(OutputSettings):
+    save_dir: str = "results/tahoe"
+    experiment_name: str = "raycell-tahoe"
+
+
 class TahoeConfig(Strict):
     data: TahoeData = Field(default_factory=TahoeData)
     training: TahoeTraining = Field(default_factory=TahoeTraining)
@@ -116,7 +121,7 @@ class TahoeConfig(Strict):
     weights: WeightSettings = Field(default_factory=WeightSettings)
     strategies: dict[str, StrategySettings] = Field(default_factory=_strategy_defaults)
     ray: RaySettings = Field(default_factory=RaySettings)
-    output: OutputSettings = Field(default_factory=OutputSettings)
+    output: TahoeOutput = Field(default_factory=TahoeOutput)
 
     @model_validator(mode="after")
     def _known_strategies(self) -> TahoeConfig:

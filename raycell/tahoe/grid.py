@@ -39,11 +39,6 @@ def run_settings(cfg: TahoeConfig, strategy: str, seed: int) -> dict[str, Any]:
     return payload
 
 
-def run_key(cfg: TahoeConfig, strategy: str, seed: int) -> str:
-    """The key a run's rows and MLflow run are written under: a hash of its settings."""
-    return config_key(run_settings(cfg, strategy, seed))
-
-
 def _trial(config: dict[str, Any]) -> None:
     """A Tune trial: fit one TorchTrainer for one (strategy, seed)."""
     cfg = TahoeConfig.model_validate(config["cfg"])
@@ -83,7 +78,8 @@ def run_grid(cfg: TahoeConfig, inputs: TahoeInputs, strategies: list[str]) -> pd
     (save_dir / "labels.json").write_text(inputs.labels.to_json())
 
     grid = [(s, seed) for s in strategies for seed in cfg.training.seeds]
-    keys = {(s, seed): run_key(cfg, s, seed) for s, seed in grid}
+    settings = {(s, seed): run_settings(cfg, s, seed) for s, seed in grid}
+    keys = {run: config_key(payload) for run, payload in settings.items()}  # the run keys
     inputs_ref = ray.put(inputs)  # one copy in the object store, zero-copy in every worker
     stamp = f"{pd.Timestamp.now():%Y%m%d-%H%M%S}"
     param_space = {
@@ -127,9 +123,8 @@ def run_grid(cfg: TahoeConfig, inputs: TahoeInputs, strategies: list[str]) -> pd
         curves.append(curve)
     upsert(save_dir / "curves.csv", pd.concat(curves, ignore_index=True))
     # Beside the numbers, the settings that made them (log1p, plates, block size, ...).
-    settings = [{"run_key": keys[s, seed], **flatten(run_settings(cfg, s, seed))}
-                for s, seed in grid]
-    upsert(save_dir / "settings.csv", pd.DataFrame(settings))
+    upsert(save_dir / "settings.csv", pd.DataFrame(
+        [{"run_key": keys[run], **flatten(payload)} for run, payload in settings.items()]))
     summary = pd.DataFrame(summaries, columns=SUMMARY_COLUMNS)
     return upsert(save_dir / "summary.csv", summary)
 

@@ -8,7 +8,7 @@ import pytest
 import ray
 import torch
 
-from raycell.chemoe.grid import RESULT_COLUMNS, run_chemoe
+from raycell.chemoe.grid import RESULT_COLUMNS, run_grid
 from raycell.chemoe.inputs import prepare_inputs
 from raycell.chemoe.metrics import de_scores
 from tests.conftest import tiny_chemoe_config
@@ -21,7 +21,7 @@ MODELS = ["chemoe", "identity", "mean_shift", "ridge"]
 def grid(pdgrapher_dir, tmp_path_factory):
     save = tmp_path_factory.mktemp("chemoe")
     cfg = tiny_chemoe_config(save, **{"grid.models": MODELS})
-    rows = run_chemoe(cfg, prepare_inputs(cfg, pdgrapher_dir))
+    rows = run_grid(cfg, prepare_inputs(cfg, pdgrapher_dir))
     yield cfg, save, rows
     ray.shutdown()
 
@@ -90,7 +90,7 @@ def test_rerunning_a_run_key_replaces_its_row(grid, pdgrapher_dir):
     cfg, save, rows = grid
     again = cfg.model_copy(deep=True)
     again.grid.models = ["identity"]
-    run_chemoe(again, prepare_inputs(again, pdgrapher_dir))
+    run_grid(again, prepare_inputs(again, pdgrapher_dir))
     on_disk = pd.read_csv(save / "results.csv")
     assert len(on_disk) == len(MODELS)
     assert on_disk["run_key"].is_unique
