@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from raycell.core.errors import RaycellError
-from raycell.tahoe.config import BLOCK_STRATEGIES
+from raycell.tahoe.arms import ARMS
 
 # CLI flag -> dotted config keys it overrides (the seed's flag names).
 TAHOE_OVERRIDES: dict[str, tuple[str, ...]] = {
@@ -24,7 +24,8 @@ TAHOE_OVERRIDES: dict[str, tuple[str, ...]] = {
     "num_workers": ("scdataset.num_workers",),
     "min_count_baseline": ("weights.min_count_baseline",),
     # Sets the block arms; random and weighted_true are block size 1 by definition.
-    "block_size": tuple(f"strategies.{name}.block_size" for name in BLOCK_STRATEGIES),
+    "block_size": tuple(f"strategies.{name}.block_size" for name, arm in ARMS.items()
+                        if arm.blocked),
     "max_train_cells": ("data.max_train_cells",),
     "max_test_cells": ("data.max_test_cells",),
     "h5ad_dir": ("data.h5ad_dir",),
@@ -94,6 +95,8 @@ def _tahoe_parser(sub) -> None:
     p.add_argument("--test_plates", type=int, nargs="+", metavar="N")
     p.add_argument("--drug_table")
     p.add_argument("--save_dir")
+    p.add_argument("--restart", action="store_true",
+                   help="train these runs afresh (default: skip finished, resume interrupted)")
     p.add_argument("--ray_workers", type=int, help="Ray Train workers (DDP ranks) per run")
     p.add_argument("--use_gpu", action="store_true", default=None)
     p.add_argument("--log1p", action=argparse.BooleanOptionalAction, default=None,
@@ -120,6 +123,8 @@ def _chemoe_parser(sub) -> None:
     p.add_argument("--allow_pickle", action="store_true", default=None)
     p.add_argument("--missing_embedding", help="error | zero")
     p.add_argument("--save_dir")
+    p.add_argument("--restart", action="store_true",
+                   help="train these runs afresh (default: skip finished, resume interrupted)")
     p.add_argument("--use_gpu", action="store_true", default=None,
                    help="the seed's --gpu: Ray Train workers get gpus_per_worker GPUs")
     p.set_defaults(func=_run_chemoe)
@@ -213,7 +218,7 @@ def _run_tahoe(args: argparse.Namespace) -> None:
     if args.strategy is None and not args.all:
         raise RaycellError("choose a strategy: --strategy NAME or --all")
     cfg = load_tahoe_config(args.config, overrides(args, TAHOE_OVERRIDES))
-    summary = run_tahoe(cfg, args.strategy)  # None with --all: every enabled strategy
+    summary = run_tahoe(cfg, args.strategy, args.restart)  # None with --all: every enabled strategy
     from raycell.tahoe.tables import print_summary
 
     print_summary(summary, cfg.output.save_dir, cfg.training.log1p)
@@ -221,9 +226,9 @@ def _run_tahoe(args: argparse.Namespace) -> None:
 
 
 def _run_bench(args: argparse.Namespace) -> None:
-    from raycell.tahoe.bench import ARMS, check_arms
+    from raycell.tahoe.bench import BENCH_ARMS, check_arms
 
-    arms = check_arms(args.strategies or list(ARMS))
+    arms = check_arms(args.strategies or list(BENCH_ARMS))
     for flag in ("seconds", "rounds", "batch_size", "fetch_factor", "block_size"):
         if getattr(args, flag) <= 0:
             raise RaycellError(f"--{flag} must be positive")
@@ -278,7 +283,7 @@ def _run_chemoe(args: argparse.Namespace) -> None:
     from raycell import load_chemoe_config, run_chemoe
 
     cfg = load_chemoe_config(args.config, overrides(args, CHEMOE_OVERRIDES))
-    rows = run_chemoe(cfg)
+    rows = run_chemoe(cfg, args.restart)
     from raycell.chemoe.tables import print_chemoe
 
     print_chemoe(rows, Path(cfg.output.save_dir).resolve())

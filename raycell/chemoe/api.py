@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 
-def run_chemoe(config: ChemoeConfig | str) -> pd.DataFrame:
+def run_chemoe(config: ChemoeConfig | str, restart: bool = False) -> pd.DataFrame:
     """Train and score every (cell line, fold, model) of the config's grid.
 
     Parameters
@@ -19,13 +19,17 @@ def run_chemoe(config: ChemoeConfig | str) -> pd.DataFrame:
     config : ChemoeConfig or str
         A loaded config (``load_chemoe_config``; ``grid.cell_lines`` must name at least
         one line), or the name of a packaged config (``"demo"``) or a YAML path.
+    restart : bool, default False
+        Forget these runs' files, rows, checkpoints and MLflow runs and train them
+        afresh. Without it, finished runs are skipped and interrupted ones resume
+        from their last checkpoint.
 
     Returns
     -------
     pandas.DataFrame
-        This call's rows of ``results.csv``: one per run key, with r2_top20/40/80,
-        pearson_de, n_test and n_scored on the test split. Each run's predictions and
-        weights are under ``<save_dir>/runs/<run_key>/``.
+        The grid's rows of ``results.csv``: one per run key, with r2_top20/40/80,
+        pearson_de, n_test and n_scored on the test split and the MLflow run id.
+        Each run's predictions and weights are under ``<save_dir>/runs/<run_key>/``.
 
     Raises
     ------
@@ -43,6 +47,6 @@ def run_chemoe(config: ChemoeConfig | str) -> pd.DataFrame:
     if inputs.zeroed:
         print(f"chemoe: {inputs.zeroed} of {len(inputs.drug_names)} drugs have no "
               f"{cfg.grid.mol_encoder} features: zeros (--missing_embedding zero)", flush=True)
-    from raycell.chemoe.grid import run_grid
+    from raycell.chemoe.grid import chemoe_grid
 
-    return run_grid(cfg, inputs)
+    return chemoe_grid(cfg, inputs, restart)

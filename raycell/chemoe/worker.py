@@ -1,11 +1,11 @@
-"""The CheMoE Ray Train worker loop, and the baselines that share its evaluation.
+"""The CheMoE plan for the core worker skeleton, and the baselines that share its evaluation.
 
 One run = one cell line and fold. The split's arrays sit on the device and batches
 are index gathers (no DataLoader: a PDGrapher sample is dense and a split fits in
-memory). Loss: MSE on treated + aux_loss_weight x load balance. Every eval_every
-epochs (and at the end) rank 0 scores the validation split (loss, DE metrics,
-expert usage); the best model by *validation* loss predicts the test split. The
-last report carries a checkpoint with best.pt, final.pt and predictions.npz.
+memory). Every eval_every epochs (and at the end) rank 0 scores the validation
+split (loss, DE metrics, expert usage); the best model by *validation* loss
+predicts the test split. The last checkpoint also holds best.pt, final.pt,
+predictions.npz and test_metrics.json.
 """
 
 from __future__ import annotations
@@ -14,17 +14,12 @@ import contextlib
 import copy
 import json
 import math
-import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import ray
-import ray.train
-import ray.train.torch
 import torch
-import torch.distributed as dist
 from torch.nn import functional as F
 
 from raycell.chemoe.baselines import MeanShift, RidgeBaseline, identity
@@ -32,8 +27,10 @@ from raycell.chemoe.config import PDGRAPHER_CELL_LINES, ChemoeConfig
 from raycell.chemoe.metrics import de_scores
 from raycell.chemoe.model import CheMoE
 from raycell.chemoe.samples import RunSamples, load_samples, write_predictions
+from raycell.core.worker import Plan, WorkerContext, fit
 
 EVAL_CHUNK = 256  # samples per forward pass when scoring
+TEST_METRICS = "test_metrics.json"  # every model's test scores, in its run folder
 
 
 def _samples(config: dict[str, Any]) -> RunSamples:
@@ -109,64 +106,83 @@ def build_model(cfg: ChemoeConfig, n_genes: int, mol_dim: int) -> CheMoE:
     return CheMoE(n_genes, mol_dim, len(PDGRAPHER_CELL_LINES), **cfg.model.model_dump())
 
 
-def train_loop(config: dict[str, Any]) -> None:
-    cfg = ChemoeConfig.model_validate(config["cfg"])
-    train_cfg = cfg.training
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    device = ray.train.torch.get_device()
-    torch.manual_seed(train_cfg.seed)
+class ChemoePlan(Plan):
+    """CheMoE on one cell line and fold. Loss: MSE on treated + aux_loss_weight x load
+    balance. At every evaluation rank 0 scores the validation split and keeps the best
+    state by validation loss; the checkpoint holds it with the model, the optimizer and
+    the shuffling generator, so a resumed run ends with the same best model."""
 
-    samples = _samples(config)
-    train, val = _DeviceSplit(samples, "train", device), _DeviceSplit(samples, "val", device)
-    model = build_model(cfg, samples.data.diseased.shape[1], samples.mol.shape[1]).to(device)
-    # Top-k routing leaves some experts without gradient in a step: DDP must allow that.
-    ddp = ray.train.torch.prepare_model(
-        model, parallel_strategy_kwargs={"find_unused_parameters": True})
-    adam = torch.optim.AdamW if train_cfg.optimizer == "adamw" else torch.optim.Adam
-    optimizer = adam(model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
-    generator = torch.Generator().manual_seed(train_cfg.seed)
-    per_rank = len(train) // world  # equal step counts on every rank, or DDP hangs
-    best = {"val_loss": float("inf"), "epoch": 0, "state": None}
-    train_seconds = 0.0
+    unit = "samples"
 
-    for epoch in range(1, train_cfg.epochs + 1):
-        order = torch.randperm(len(train), generator=generator)[rank::world][:per_rank]
-        sums = np.zeros(3)  # mse, aux, samples
-        started = time.perf_counter()
-        for start in range(0, per_rank, train_cfg.batch_size):
-            x, mol, cell, y = train.batch(order[start : start + train_cfg.batch_size].to(device))
-            with _autocast(device):
-                pred, routing = ddp(x, mol, cell)
+    def __init__(self, cfg: ChemoeConfig, samples: RunSamples):
+        self.cfg, self.samples = cfg, samples
+        self.epochs = cfg.training.epochs
+
+    def build(self, ctx: WorkerContext) -> None:
+        cfg, samples = self.cfg.training, self.samples
+        self.ctx = ctx
+        torch.manual_seed(cfg.seed)
+        self.train = _DeviceSplit(samples, "train", ctx.device)
+        self.val = _DeviceSplit(samples, "val", ctx.device)
+        self.model = build_model(self.cfg, samples.data.diseased.shape[1],
+                                 samples.mol.shape[1]).to(ctx.device)
+        # Top-k routing leaves some experts without gradient in a step: DDP must allow that.
+        self.ddp = ctx.ddp(self.model, find_unused_parameters=True)
+        adam = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+        self.optimizer = adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.per_rank = len(self.train) // ctx.world  # equal step counts, or DDP hangs
+        self.best: dict[str, Any] = {"val_loss": float("inf"), "epoch": 0, "state": None}
+
+    def train_epoch(self, epoch: int) -> tuple[dict[str, float], int]:
+        cfg, ctx = self.cfg.training, self.ctx
+        order = torch.randperm(len(self.train), generator=self.generator)
+        order = order[ctx.rank :: ctx.world][: self.per_rank]
+        sums = np.zeros(3)  # loss, mse, aux, each times the batch's samples
+        for start in range(0, self.per_rank, cfg.batch_size):
+            x, mol, cell, y = self.train.batch(order[start : start + cfg.batch_size]
+                                               .to(ctx.device))
+            with _autocast(ctx.device):
+                pred, routing = self.ddp(x, mol, cell)
             mse = F.mse_loss(pred.float(), y)
-            aux = model.load_balance_loss(routing.float())
-            loss = mse + train_cfg.aux_loss_weight * aux
-            optimizer.zero_grad(set_to_none=True)
+            aux = self.model.load_balance_loss(routing.float())
+            loss = mse + cfg.aux_loss_weight * aux
+            self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            optimizer.step()
-            sums += (mse.item() * len(y), aux.item() * len(y), len(y))
-        elapsed = time.perf_counter() - started
-        sums = _all_reduce(sums)
-        train_seconds += elapsed
-        metrics = {"epoch": epoch, "train_loss": (sums[0] + train_cfg.aux_loss_weight * sums[1])
-                   / sums[2], "train_mse": sums[0] / sums[2], "train_aux": sums[1] / sums[2],
-                   "epoch_seconds": elapsed, "train_seconds": train_seconds,
-                   "samples_per_s": sums[2] / elapsed}
-        last = epoch == train_cfg.epochs
-        if rank == 0 and (epoch % train_cfg.eval_every == 0 or last):
-            metrics |= _validate(model, val)
-            if _improves(metrics["val_loss"], best):
-                best = {"val_loss": metrics["val_loss"], "epoch": epoch,
-                        "state": copy.deepcopy(model.state_dict())}
-        if not last:
-            ray.train.report(metrics)
-            continue
-        with tempfile.TemporaryDirectory() as tmp:
-            checkpoint = None
-            if rank == 0:
-                metrics |= _finish(cfg, model, best, samples, device, Path(tmp))
-                checkpoint = ray.train.Checkpoint.from_directory(tmp)
-            ray.train.report(metrics, checkpoint=checkpoint)
+            self.optimizer.step()
+            sums += np.array([loss.item(), mse.item(), aux.item()]) * len(y)
+        return dict(zip(("train_loss", "train_mse", "train_aux"), sums, strict=True)), \
+            self.per_rank
+
+    def evaluates(self, epoch: int) -> bool:
+        return epoch % self.cfg.training.eval_every == 0
+
+    def evaluate(self, epoch: int) -> dict[str, float]:
+        if self.ctx.rank != 0:
+            return {}
+        metrics = _validate(self.model, self.val)
+        if _improves(metrics["val_loss"], self.best):
+            self.best = {"val_loss": metrics["val_loss"], "epoch": epoch,
+                         "state": copy.deepcopy(self.model.state_dict())}
+        return metrics
+
+    def state(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "generator": self.generator.get_state(), "best": self.best}
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+        self.best = state["best"]
+
+    def finish(self, out: Path) -> dict[str, float]:
+        return _finish(self.cfg, self.model, self.best, self.samples, self.ctx.device, out)
+
+
+def train_loop(config: dict[str, Any]) -> None:
+    plan = ChemoePlan(ChemoeConfig.model_validate(config["cfg"]), _samples(config))
+    fit(plan, Path(config["run_dir"]), config["name"])
 
 
 def _improves(val_loss: float, best: dict) -> bool:
@@ -187,7 +203,7 @@ def _finish(cfg: ChemoeConfig, model: CheMoE, best: dict, samples: RunSamples,
     write_predictions(out, samples, pred)
     scores = score_test_split(pred, samples)
     scores |= {"best_epoch": best["epoch"], "best_val_loss": best["val_loss"]}
-    _write_json(out / "test_metrics.json", scores)
+    _write_json(out / TEST_METRICS, scores)
     (out / "config.json").write_text(json.dumps(cfg.model_dump(), indent=1))
     return {f"test_{k}": v for k, v in scores.items()}
 
@@ -196,14 +212,6 @@ def _write_json(path: Path, scores: dict) -> None:
     """Strict JSON: an undefined score (NaN) is written as null."""
     clean = {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in scores.items()}
     path.write_text(json.dumps(clean, indent=1))
-
-
-def _all_reduce(values: np.ndarray) -> np.ndarray:
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return values
-    tensor = torch.from_numpy(np.ascontiguousarray(values, dtype=np.float64))
-    dist.all_reduce(tensor)
-    return tensor.numpy()
 
 
 def run_baseline(config: dict[str, Any], out: Path) -> dict[str, float]:
@@ -226,5 +234,5 @@ def run_baseline(config: dict[str, Any], out: Path) -> dict[str, float]:
         pred, extra = ridge.predict(diseased, mol), {"ridge_alpha": ridge.alpha}
     write_predictions(out, samples, pred)
     scores = score_test_split(pred, samples) | extra
-    _write_json(out / "test_metrics.json", scores)
+    _write_json(out / TEST_METRICS, scores)
     return {f"test_{k}": v for k, v in scores.items()}

@@ -45,11 +45,11 @@ class OutputSettings(Strict):
 
 def _format_error(err: ValidationError, source: str) -> str:
     first = err.errors()[0]
-    key = ".".join(str(p) for p in first["loc"]) or "<root>"
+    key = ".".join(str(p) for p in first["loc"])
     if first["type"] == "extra_forbidden":
         return f"{source}: unknown config key '{key}'"
     msg = first["msg"].removeprefix("Value error, ")
-    return f"{source}: {key}: {msg}"
+    return f"{source}: {key}: {msg}" if key else f"{source}: {msg}"
 
 
 def packaged_config_path(name: str, workload: str) -> Path:
@@ -104,6 +104,12 @@ def load_config(model: type[ConfigT], workload: str, name_or_path: str,
         return model.model_validate(raw)
     except ValidationError as err:
         raise RaycellError(_format_error(err, source)) from None
+
+
+def numeric_ray_settings(settings: RaySettings) -> dict[str, Any]:
+    """The Ray settings that change a run's numbers (DDP ranks, the device), for its run
+    key; CPUs, concurrency and max_failures only change how it is scheduled."""
+    return settings.model_dump(include={"num_workers", "use_gpu"})
 
 
 def config_key(payload: dict[str, Any]) -> str:

@@ -41,3 +41,15 @@ def upsert(path: Path, rows: pd.DataFrame, key: str = "run_key") -> pd.DataFrame
         rows.to_csv(tmp, index=False)
         os.replace(tmp, path)
     return rows
+
+
+def remove_keys(path: Path, keys: list[str], key: str = "run_key") -> None:
+    """Drop the rows of ``path`` whose ``key`` is in ``keys`` (a missing file has none)."""
+    path = Path(path)
+    if not path.is_file():
+        return
+    with FileLock(str(path) + ".lock"):
+        old = pd.read_csv(path, dtype={key: str})
+        tmp = path.with_name(path.name + ".tmp")
+        old[~old[key].isin(keys)].to_csv(tmp, index=False)
+        os.replace(tmp, path)

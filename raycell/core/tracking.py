@@ -1,9 +1,10 @@
-"""MLflow recording of Tune trials, from the Tune driver process.
+"""MLflow recording of a grid, from the Tune driver process.
 
 One writer process (Tune's driver) owns the MLflow store, so trials running in
-parallel never contend for the sqlite file. One MLflow run per grid entry (the
-trial config's "run": its values name the run and become tags and params):
-per-epoch metrics as they arrive, then a summary and the run's files as artifacts.
+parallel never contend for the sqlite file. Each grid invocation is a parent run;
+each run key is one child run, found again by its ``run_key`` tag when a grid is
+resumed (Tune calls on_trial_start on every trial start, ray #48664), so a resumed
+run continues its own MLflow run and logs each epoch once.
 """
 
 from __future__ import annotations
@@ -13,9 +14,12 @@ from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
-from mlflow.entities import Metric, Param
+import pandas as pd
+from mlflow.entities import Metric, Param, ViewType
 from mlflow.tracking import MlflowClient
 from ray.tune import Callback
+
+EPOCH_LOG = "epochs.csv"  # written by the worker skeleton (raycell/core/worker.py)
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
@@ -29,66 +33,113 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
     return out
 
 
-class MlflowRecorder(Callback):
-    """``metrics``: result keys logged per epoch; ``summarize(run, last result)``: a dict
-    logged as summary.json; ``artifacts(run)``: a folder logged when the trial ends."""
+def _runs_with_keys(client: MlflowClient, keys: Collection[str],
+                    experiments: list[str] | None = None) -> list:
+    if experiments is None:
+        experiments = [e.experiment_id for e in client.search_experiments()]
+    found = []
+    for key in keys:
+        found += client.search_runs(experiments, filter_string=f"tags.run_key = '{key}'",
+                                    run_view_type=ViewType.ACTIVE_ONLY)
+    return found
 
-    def __init__(self, uri: str, experiment_id: str, params: dict[str, str],
-                 metrics: Collection[str],
-                 summarize: Callable[[dict, dict], dict] | None = None,
-                 artifacts: Callable[[dict], Path] | None = None):
+
+def forget_runs(uri: str, keys: Collection[str]) -> None:
+    """Delete the MLflow runs of these run keys (a restart makes them anew)."""
+    client = MlflowClient(uri)
+    for run in _runs_with_keys(client, keys):
+        client.delete_run(run.info.run_id)
+
+
+class GridRecorder(Callback):
+    """``metrics``: result keys logged per epoch (step = the run's own epoch).
+    ``summarize(key)``: (the run's results row, its folder), logged when it ends;
+    ``commit(key, mlflow_run_id)``: called last, once MLflow has everything."""
+
+    def __init__(self, uri: str, experiment_id: str, workload: str, grid_key: str,
+                 params: dict[str, str], metrics: Collection[str],
+                 summarize: Callable[[str], tuple[dict, Path]],
+                 commit: Callable[[str, str], None]):
         self.client = MlflowClient(uri)
         self.experiment_id = experiment_id
-        self.params = params
-        self.metrics = metrics
-        self.summarize, self.artifacts = summarize, artifacts
-        self.runs: dict[str, str] = {}  # trial id -> MLflow run id
-        self.last: dict[str, dict] = {}
+        self.params, self.metrics = params, set(metrics) | {"epoch"}
+        self.summarize, self.commit = summarize, commit
+        self.parent = self.client.create_run(
+            experiment_id, run_name=f"{workload}-grid-{grid_key}",
+            tags={"raycell.workload": workload, "raycell.grid": grid_key}).info.run_id
+        self._log_params(self.parent, params)
+        self.runs: dict[str, str] = {}  # run key -> MLflow run id
+        self.logged: dict[str, set[int]] = {}  # run key -> epochs logged
+        self.last: dict[str, dict] = {}  # run key -> last result without an epoch
+
+    def _log_params(self, run_id: str, params: dict[str, str]) -> None:
+        batch = [Param(k, str(v)[:6000]) for k, v in params.items()]
+        for i in range(0, len(batch), 100):  # MLflow takes at most 100 params per batch
+            self.client.log_batch(run_id, params=batch[i : i + 100])
 
     def on_trial_start(self, iteration, trials, trial, **info):
-        cfg = trial.config["run"]
-        described = {k: str(v) for k, v in cfg.items()}
-        run = self.client.create_run(
-            self.experiment_id,
-            run_name="-".join(v for k, v in described.items() if k not in ("run_key", "run_dir")),
-            tags=described,
-        )
-        self.runs[trial.trial_id] = run.info.run_id
-        params = {**self.params, **described}
-        batch = [Param(k, v[:6000]) for k, v in params.items()]
-        for i in range(0, len(batch), 100):  # MLflow takes at most 100 params per batch
-            self.client.log_batch(run.info.run_id, params=batch[i : i + 100])
+        run = trial.config["run"]
+        key = run["key"]
+        if key in self.runs:  # the same trial started again
+            return
+        tags = {k: str(v) for k, v in run.items() if k not in ("key", "run_dir", "train_name")}
+        found = _runs_with_keys(self.client, [key], [self.experiment_id])
+        if found:  # a resumed run continues its own MLflow run, under this invocation
+            run_id = found[0].info.run_id
+            self.client.set_tag(run_id, "mlflow.parentRunId", self.parent)
+            self.client.update_run(run_id, status="RUNNING")
+            history = self.client.get_metric_history(run_id, "epoch")
+            self.logged[key] = {m.step for m in history}
+        else:
+            run_id = self.client.create_run(
+                self.experiment_id, run_name=run["name"],
+                tags={**tags, "run_key": key, "mlflow.parentRunId": self.parent}).info.run_id
+            self._log_params(run_id, {**self.params, **tags, "run_key": key})
+            self.logged[key] = set()
+        self.runs[key] = run_id
+
+    def _log_epoch(self, key: str, result: dict) -> None:
+        step = int(result["epoch"])
+        if step in self.logged[key]:
+            return
+        stamp = int(result.get("timestamp", 0) * 1000)
+        metrics = [Metric(k, float(v), stamp, step) for k, v in result.items()
+                   if k in self.metrics and isinstance(v, int | float) and not pd.isna(v)]
+        self.client.log_batch(self.runs[key], metrics=metrics)
+        self.logged[key].add(step)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        run_id = self.runs.get(trial.trial_id)
-        # Results without metrics (Tune's own bookkeeping) are neither logged nor kept as
-        # the last result; a run without epochs (a baseline) logs at step 0.
-        step, stamp = int(result.get("epoch", 0)), int(result.get("timestamp", 0) * 1000)
-        metrics = [
-            Metric(k, float(v), stamp, step)
-            for k, v in result.items()
-            if k in self.metrics and isinstance(v, int | float)
-        ]
-        if run_id is None or not metrics:
+        key = trial.config["run"]["key"]
+        if key not in self.runs:
             return
-        self.client.log_batch(run_id, metrics=metrics)
-        self.last[trial.trial_id] = result
+        if result.get("epoch") is not None and not pd.isna(result["epoch"]):
+            self._log_epoch(key, result)
+        elif any(k in self.metrics for k in result):
+            self.last[key] = result  # a run without epochs (a baseline): logged at the end
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        run_id = self.runs.get(trial.trial_id)
-        last = self.last.get(trial.trial_id)
+        key = trial.config["run"]["key"]
+        run_id = self.runs.get(key)
         if run_id is None:
             return
-        cfg = trial.config["run"]
-        if last is not None and self.summarize is not None:
-            self.client.log_dict(run_id, self.summarize(cfg, last), "summary.json")
-        folder = self.artifacts(cfg) if self.artifacts is not None else None
-        if folder is not None and Path(folder).is_dir():
+        # Epochs reported while the grid was down are in the run's own epoch log.
+        log = Path(trial.config["run"]["run_dir"]) / EPOCH_LOG
+        if log.is_file():
+            for row in pd.read_csv(log).sort_values("epoch").to_dict("records"):
+                self._log_epoch(key, row)
+        elif key in self.last:
+            self._log_epoch(key, {**self.last[key], "epoch": 0})
+        summary, folder = self.summarize(key)
+        self.client.log_dict(run_id, summary, "summary.json")
+        if folder.is_dir():
             self.client.log_artifacts(run_id, str(folder))
         self.client.set_terminated(run_id, "FINISHED")
+        self.commit(key, run_id)
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        run_id = self.runs.get(trial.trial_id)
-        if run_id is not None:
+        run_id = self.runs.get(trial.config["run"]["key"])
+        if run_id is not None:  # kept: a rerun of the grid continues it
             self.client.set_terminated(run_id, "FAILED")
 
+    def close(self, failed: bool) -> None:
+        self.client.set_terminated(self.parent, "FAILED" if failed else "FINISHED")

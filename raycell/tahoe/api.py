@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING
 
 from raycell.core.errors import RaycellError
 from raycell.core.rows import results_dir
-from raycell.tahoe.config import STRATEGY_NAMES, TahoeConfig, load_tahoe_config
+from raycell.tahoe.arms import get_arm
+from raycell.tahoe.config import TahoeConfig, load_tahoe_config
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -25,13 +26,12 @@ def check_strategies(cfg: TahoeConfig, strategies: Sequence[str] | None) -> list
     if not strategies:
         raise RaycellError("choose a strategy: --strategy NAME or --all")
     for name in strategies:
-        if name not in STRATEGY_NAMES:
-            raise RaycellError(f"unknown strategy {name!r} (known: {', '.join(STRATEGY_NAMES)})")
+        get_arm(name)  # an unknown name is a RaycellError listing the known ones
     return list(dict.fromkeys(strategies))
 
 
-def run_tahoe(config: TahoeConfig | str, strategies: Sequence[str] | None = None
-              ) -> pd.DataFrame:
+def run_tahoe(config: TahoeConfig | str, strategies: Sequence[str] | None = None,
+              restart: bool = False) -> pd.DataFrame:
     """Train the multi-task classifier once per (strategy, seed) and score it.
 
     Parameters
@@ -42,30 +42,35 @@ def run_tahoe(config: TahoeConfig | str, strategies: Sequence[str] | None = None
     strategies : sequence of str, optional
         Arms to run, by registry name (``"block_shuffling"``, ``"ray_buffer"``, ...);
         ``None`` runs every arm the config enables (the CLI's ``--all``).
+    restart : bool, default False
+        Forget these runs' rows, checkpoints and MLflow runs and train them afresh.
+        Without it, runs whose rows exist are skipped and interrupted runs resume
+        from their last epoch checkpoint.
 
     Returns
     -------
     pandas.DataFrame
-        ``summary.csv`` after this call: one row per (strategy, seed) run key, with
-        time, throughput and the four tasks' F1 and accuracy. Figures are written to
-        ``<save_dir>/figures``.
+        The rows of ``summary.csv`` for these (strategy, seed) run keys: time,
+        throughput, the four tasks' F1 and accuracy, the MLflow run id. Figures are
+        written to ``<save_dir>/figures``.
 
     Raises
     ------
     RaycellError
         For anything a user can get wrong (unknown strategy, a missing or corrupt
-        plate, a drug missing from the table, a save_dir that is a file, ...), before
-        anything is written.
+        plate, a drug missing from the table, a save_dir that is a file or holds these
+        runs made with other settings, a corrupt checkpoint, ...), before anything
+        is written.
     """
     cfg = config if isinstance(config, TahoeConfig) else load_tahoe_config(config)
     names = check_strategies(cfg, strategies)
     save_dir = results_dir(cfg.output.save_dir)
 
-    from raycell.tahoe.grid import run_grid
+    from raycell.tahoe.grid import tahoe_grid
     from raycell.tahoe.inputs import load_tahoe_inputs
     from raycell.tahoe.plots import write_figures
 
     inputs = load_tahoe_inputs(cfg)  # validates every input before anything is written
-    summary = run_grid(cfg, inputs, names)
+    summary = tahoe_grid(cfg, inputs, names, restart)
     write_figures(save_dir)
     return summary

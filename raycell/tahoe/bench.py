@@ -26,21 +26,15 @@ import torch
 
 from raycell.core.errors import RaycellError
 from raycell.tahoe import references
-from raycell.tahoe.config import (
-    BLOCK_STRATEGIES,
-    RAY_DATA_STRATEGIES,
-    SCDATASET_STRATEGIES,
-    STRATEGY_NAMES,
-    WeightSettings,
-)
+from raycell.tahoe.arms import ARM_NAMES, ARMS, LoaderSettings
+from raycell.tahoe.config import WeightSettings
 from raycell.tahoe.inputs import build_labels
 from raycell.tahoe.labels import LabelSpace
 from raycell.tahoe.plates import TahoeSplit, find_drug_table, find_plates, read_split
 from raycell.tahoe.sparse import TahoeRows
-from raycell.tahoe.strategies import build_strategy, make_dataset, make_loader
 
 REFERENCES = ("per_row_backed", "seed_anncollection", "sequential_limit")
-ARMS = STRATEGY_NAMES + REFERENCES
+BENCH_ARMS = ARM_NAMES + REFERENCES
 WHERE = ("bare", "ray_train")
 BENCH_COLUMNS = [
     "arm", "kind", "where", "round", "cells_per_s", "drug_entropy", "plate_entropy", "cells",
@@ -68,16 +62,14 @@ class BenchSettings:
 
 
 def check_arms(names: list[str]) -> tuple[str, ...]:
-    unknown = [n for n in names if n not in ARMS]
+    unknown = [n for n in names if n not in BENCH_ARMS]
     if unknown:
-        raise RaycellError(f"unknown strategy {unknown[0]!r} (known: {', '.join(ARMS)})")
+        raise RaycellError(f"unknown strategy {unknown[0]!r} (known: {', '.join(BENCH_ARMS)})")
     return tuple(dict.fromkeys(names))
 
 
 def arm_kind(arm: str) -> str:
-    if arm in SCDATASET_STRATEGIES:
-        return "scdataset"
-    return "ray_data" if arm in RAY_DATA_STRATEGIES else "reference"
+    return ARMS[arm].kind if arm in ARMS else "reference"
 
 
 def load_bench_split(data_dir: Path) -> tuple[TahoeSplit, LabelSpace]:
@@ -94,12 +86,9 @@ def entropy_bits(codes: np.ndarray) -> float:
     return float(-(p * np.log2(p)).sum())
 
 
-def arm_batches(arm: str, split: TahoeSplit, labels: LabelSpace, s: BenchSettings,
-                shard=None) -> Iterator[tuple[torch.Tensor, np.ndarray]]:
-    """Endless dense batches (x on the device, split rows) of one arm, epoch after epoch.
-
-    ``shard``: inside a Ray Train worker, the arm's dataset shard (Ray Data arms).
-    """
+def arm_batches(arm: str, split: TahoeSplit, labels: LabelSpace, s: BenchSettings
+                ) -> Iterator[tuple[torch.Tensor, np.ndarray]]:
+    """Endless dense batches (x on the device, split rows) of one arm, epoch after epoch."""
     device = torch.device(s.device)
     if arm == "per_row_backed":
         yield from references.per_row_batches(split, s.batch_size, s.seed, device)
@@ -109,33 +98,16 @@ def arm_batches(arm: str, split: TahoeSplit, labels: LabelSpace, s: BenchSetting
     elif arm == "sequential_limit":
         yield from references.sequential_batches(
             TahoeRows(split, labels), s.batch_size, s.fetch_factor, device)
-    elif arm in RAY_DATA_STRATEGIES:
-        from raycell.tahoe.raydata import iter_sparse_batches
-
-        source = shard if shard is not None else ray_dataset(arm, split, labels, s)
-        for epoch in range(10**9):
-            for batch in iter_sparse_batches(source, arm, split.n_vars, s.batch_size,
-                                             s.batch_size * s.fetch_factor, s.seed + epoch):
-                yield batch.dense_on(device, log1p=False)[0], batch.rows
     else:
-        rows = TahoeRows(split, labels)
-        block = s.block_size if arm in BLOCK_STRATEGIES else 1
-        baseline = WeightSettings().min_count_baseline
-        dataset = make_dataset(rows, build_strategy(arm, rows, block, baseline),
-                               s.batch_size, s.fetch_factor, s.seed)
+        registered = ARMS[arm]
+        epochs = registered.epochs(split, labels, LoaderSettings(
+            batch_size=s.batch_size, fetch_factor=s.fetch_factor, num_workers=s.num_workers,
+            read_rows=s.batch_size * s.fetch_factor, buffer_rows=s.batch_size * s.fetch_factor,
+            block_size=s.block_size if registered.blocked else 1,
+            min_count_baseline=WeightSettings().min_count_baseline, seed=s.seed))
         for epoch in range(10**9):
-            dataset.set_epoch(epoch)
-            for batch in make_loader(dataset, s.num_workers):
+            for batch in epochs(epoch):
                 yield batch.dense_on(device, log1p=False)[0], batch.rows
-
-
-def ray_dataset(arm: str, split: TahoeSplit, labels: LabelSpace, s: BenchSettings):
-    from raycell.tahoe.raydata import execution_options, tahoe_dataset
-
-    dataset = tahoe_dataset(arm, split, labels, s.batch_size * s.fetch_factor, s.block_size,
-                            s.seed)
-    dataset.context.execution_options = execution_options()
-    return dataset
 
 
 def measure(batches: Iterator[tuple[torch.Tensor, np.ndarray]], drug: np.ndarray,
@@ -162,13 +134,13 @@ def measure(batches: Iterator[tuple[torch.Tensor, np.ndarray]], drug: np.ndarray
 
 
 def measure_arms(split: TahoeSplit, labels: LabelSpace, s: BenchSettings, where: str,
-                 shards: dict | None = None, progress=None) -> list[dict]:
+                 progress=None) -> list[dict]:
     drug = split.codes[:, 1]
     plate = np.repeat(np.arange(len(split.plates)), [p.n_rows for p in split.plates])
     rows = []
     for round_ in range(1, s.rounds + 1):
         for arm in s.arms:
-            batches = arm_batches(arm, split, labels, s, (shards or {}).get(arm))
+            batches = arm_batches(arm, split, labels, s)
             result = measure(batches, drug, plate, s)
             batches.close()  # stops DataLoader workers and Ray executions of this arm
             rows.append({"arm": arm, "kind": arm_kind(arm), "where": where, "round": round_,
@@ -186,21 +158,16 @@ def _train_worker(config: dict) -> None:
     s = BenchSettings(**config["settings"])
     torch.set_num_threads(s.threads)
     split, labels = ray.get(config["inputs"])
-    shards = {arm: ray.train.get_dataset_shard(arm) for arm in s.arms
-              if arm in RAY_DATA_STRATEGIES}
-    rows = measure_arms(split, labels, s, "ray_train", shards,
+    rows = measure_arms(split, labels, s, "ray_train",
                         progress=lambda r: print(_progress_line(r), flush=True))
     Path(config["result"]).write_text(json.dumps(rows))
 
 
 def _in_ray_train(split: TahoeSplit, labels: LabelSpace, s: BenchSettings) -> list[dict]:
     import ray
-    from ray.train import DataConfig, RunConfig, ScalingConfig
+    from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from raycell.tahoe.raydata import execution_options
-
-    ray_arms = [arm for arm in s.arms if arm in RAY_DATA_STRATEGIES]
     result = Path(s.out) / "ray_train_results.json"
     result.unlink(missing_ok=True)
     trainer = TorchTrainer(
@@ -208,8 +175,6 @@ def _in_ray_train(split: TahoeSplit, labels: LabelSpace, s: BenchSettings) -> li
         train_loop_config={"settings": asdict(s), "inputs": ray.put((split, labels)),
                            "result": str(result)},
         scaling_config=ScalingConfig(num_workers=1, resources_per_worker={"CPU": s.threads}),
-        datasets={arm: ray_dataset(arm, split, labels, s) for arm in ray_arms},
-        dataset_config=DataConfig(execution_options={a: execution_options() for a in ray_arms}),
         run_config=RunConfig(name=f"bench-{time.strftime('%Y%m%d-%H%M%S')}",
                              storage_path=str(Path(s.out) / "ray")),
     )
@@ -242,7 +207,7 @@ def run_bench(s: BenchSettings) -> pd.DataFrame:
           f"non-zeros a cell), batch {s.batch_size}, {len(s.arms)} arms x {list(s.where)}, "
           f"{s.seconds:g} s each after {s.warmup_seconds:g} s warm-up", flush=True)
     rows = []
-    if "ray_train" in s.where or set(s.arms) & set(RAY_DATA_STRATEGIES):
+    if "ray_train" in s.where or any(arm_kind(arm) == "ray_data" for arm in s.arms):
         from ray.data import DataContext
 
         from raycell.core.config import RaySettings

@@ -7,20 +7,7 @@ from typing import Any
 from pydantic import Field, model_validator
 
 from raycell.core.config import OutputSettings, RaySettings, Strict, load_config
-
-SCDATASET_STRATEGIES = (
-    "streaming",
-    "streaming_buffer",
-    "block_shuffling",
-    "random",
-    "weighted_block",
-    "weighted_true",
-)
-RAY_DATA_STRATEGIES = ("ray_streaming", "ray_buffer", "ray_block_shuffle")
-STRATEGY_NAMES = SCDATASET_STRATEGIES + RAY_DATA_STRATEGIES
-# Arms read in blocks of block_size rows (16 by default); the others are block 1 by definition.
-BLOCK_STRATEGIES = ("block_shuffling", "weighted_block", "ray_block_shuffle")
-
+from raycell.tahoe.arms import ARM_NAMES, ARMS, DEFAULT_BLOCK
 
 
 class TahoeSpec(Strict):
@@ -104,8 +91,8 @@ class StrategySettings(Strict):
 
 
 def _strategy_defaults() -> dict[str, StrategySettings]:
-    return {name: StrategySettings(block_size=16 if name in BLOCK_STRATEGIES else 1)
-            for name in STRATEGY_NAMES}
+    return {name: StrategySettings(block_size=DEFAULT_BLOCK if arm.blocked else 1)
+            for name, arm in ARMS.items()}
 
 
 class TahoeOutput(OutputSettings):
@@ -125,11 +112,13 @@ class TahoeConfig(Strict):
 
     @model_validator(mode="after")
     def _known_strategies(self) -> TahoeConfig:
-        unknown = sorted(set(self.strategies) - set(STRATEGY_NAMES))
+        unknown = sorted(set(self.strategies) - set(ARM_NAMES))
         if unknown:
-            raise ValueError(
-                f"unknown strategy {unknown[0]!r} (known: {', '.join(STRATEGY_NAMES)})"
-            )
+            raise ValueError(f"unknown strategy {unknown[0]!r} (known: {', '.join(ARM_NAMES)})")
+        for name, settings in self.strategies.items():
+            if not ARMS[name].blocked and settings.block_size != 1:
+                raise ValueError(f"strategies.{name}.block_size is {settings.block_size}, but "
+                                 f"{name} reads single rows by definition (block size 1)")
         # A config may list only some strategies; the rest keep their defaults.
         merged = _strategy_defaults()
         merged.update(self.strategies)
@@ -137,7 +126,7 @@ class TahoeConfig(Strict):
         return self
 
     def enabled_strategies(self) -> list[str]:
-        return [name for name in STRATEGY_NAMES if self.strategies[name].enabled]
+        return [name for name in ARM_NAMES if self.strategies[name].enabled]
 
 
 def load_tahoe_config(name_or_path: str, overrides: dict[str, Any] | None = None) -> TahoeConfig:

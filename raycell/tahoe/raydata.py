@@ -1,4 +1,4 @@
-"""The Ray Data arms: Tahoe plates as a Ray Data datasource, fed to Ray Train as shards.
+"""The Ray Data arms: Tahoe plates as a Ray Data datasource, read on every rank.
 
 Ray Data has no h5ad reader (FACTS.md), so ``TahoeDatasource`` makes read tasks
 over rows of a split. Each task opens its plate with h5py inside the task, reads
@@ -7,18 +7,24 @@ block: CSR rows as ``list<int32>`` gene indices and ``list<float32>`` counts, pl
 the task labels. Consumers turn Arrow batches back into ``SparseBatch`` without
 copying the values, so rows stay sparse until the training device.
 
-The arms, by name (the registry the CLI, configs, grids and bench share):
+The arms (registered in ``raycell/tahoe/arms.py``):
 
 - ``ray_streaming``: read tasks over consecutive row ranges, in order.
 - ``ray_buffer``: the same, through a local shuffle buffer (like streaming_buffer).
 - ``ray_block_shuffle``: blocks of ``block_size`` rows in a new random order each
   epoch, grouped into read tasks, then the local shuffle buffer (like block_shuffling).
+
+Every epoch's read tasks, their order, each rank's share and every shuffle seed
+come from (seed, epoch, rank) alone. Ray Data's own per-execution reseeding (file
+shuffles, a trainer dataset's splits) counts executions from 0 again after a
+restart, so a resumed run would replay epoch 0's order; here each rank builds the
+epoch's dataset itself, so a run resumed at epoch ``e`` reads what an
+uninterrupted run reads there.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
@@ -27,33 +33,11 @@ import scipy.sparse as sp
 from ray.data import DataContext, Dataset, Datasource, ExecutionOptions, ReadTask, read_datasource
 from ray.data.block import BlockMetadata
 
-from raycell.core.errors import RaycellError
-from raycell.tahoe.config import RAY_DATA_STRATEGIES
 from raycell.tahoe.labels import TASKS, LabelSpace
 from raycell.tahoe.plates import PlateRows, TahoeSplit
 from raycell.tahoe.sparse import SparseBatch, TahoeRows, runs
 
 ROW, INDICES, VALUES = "row", "indices", "values"
-
-
-@dataclass(frozen=True)
-class RayArm:
-    shuffle_blocks: bool  # blocks of rows in a fresh random order each epoch
-    shuffle_buffer: bool  # a local shuffle buffer between the reader and the batches
-
-
-RAY_ARMS = {
-    "ray_streaming": RayArm(shuffle_blocks=False, shuffle_buffer=False),
-    "ray_buffer": RayArm(shuffle_blocks=False, shuffle_buffer=True),
-    "ray_block_shuffle": RayArm(shuffle_blocks=True, shuffle_buffer=True),
-}
-assert tuple(RAY_ARMS) == RAY_DATA_STRATEGIES
-
-
-def ray_arm(name: str) -> RayArm:
-    if name not in RAY_ARMS:
-        raise RaycellError(f"unknown Ray Data arm {name!r} (known: {', '.join(RAY_ARMS)})")
-    return RAY_ARMS[name]
 
 
 def _sub_split(split: TahoeSplit, rows: np.ndarray) -> TahoeSplit:
@@ -110,47 +94,48 @@ def from_arrow(table: pa.Table, n_vars: int) -> SparseBatch:
     return SparseBatch(x, labels, table.column(ROW).to_numpy())
 
 
-class TahoeDatasource(Datasource):
-    """Read tasks over the rows of a Tahoe split, ``read_rows`` rows per task.
+def row_groups(n: int, read_rows: int, block_size: int | None, seed: int, epoch: int,
+               rank: int = 0, world: int = 1) -> list[np.ndarray]:
+    """One rank's read tasks of an epoch, as sorted row groups of ``read_rows`` rows.
 
-    With ``block_size`` set, rows are taken in blocks of ``block_size`` whose order
-    is drawn from (``seed``, execution index): every epoch (execution) gets a new,
-    reproducible order, the way Ray's own file shuffling reseeds per execution.
-    Each task reads its blocks sorted, so runs of adjacent blocks are read at once.
+    Without ``block_size``: the rank's contiguous ``1/world`` of the rows, in order.
+    With it: blocks of ``block_size`` rows in an order drawn from (``seed``,
+    ``epoch``), the rank's ``1/world`` of that order, ``read_rows // block_size``
+    blocks a task, each task's blocks sorted so adjacent ones read at once.
     """
+    if block_size is None:
+        lo, hi = rank * n // world, (rank + 1) * n // world
+        return [np.arange(s, min(s + read_rows, hi)) for s in range(lo, hi, read_rows)]
+    starts = np.random.default_rng([seed, epoch]).permutation(np.arange(0, n, block_size))
+    starts = np.array_split(starts, world)[rank]
+    per_task = max(1, read_rows // block_size)
+    groups = []
+    for i in range(0, starts.size, per_task):
+        chosen = np.sort(starts[i : i + per_task])
+        rows = (chosen[:, None] + np.arange(block_size)).ravel()
+        groups.append(rows[rows < n])
+    return groups
 
-    def __init__(self, split: TahoeSplit, labels: LabelSpace, read_rows: int,
-                 block_size: int | None = None, seed: int = 0):
+
+class TahoeDatasource(Datasource):
+    """One read task per row group of a Tahoe split, in the order given."""
+
+    def __init__(self, split: TahoeSplit, labels: LabelSpace, groups: list[np.ndarray]):
         super().__init__()
-        self.split, self.labels = split, labels
-        self.read_rows, self.block_size, self.seed = read_rows, block_size, seed
+        self.split, self.labels, self.groups = split, labels, groups
 
     def get_name(self) -> str:
         return "TahoeH5ad"
 
     def estimate_inmemory_data_size(self) -> int:
         nnz = sum(int(p.indptr[-1] - p.indptr[0]) for p in self.split.plates)
-        return nnz * 8 + len(self.split) * 40
-
-    def _row_groups(self, data_context: DataContext | None) -> list[np.ndarray]:
-        n = len(self.split)
-        if self.block_size is None:
-            return [np.arange(s, min(s + self.read_rows, n)) for s in range(0, n, self.read_rows)]
-        epoch = data_context._execution_idx if data_context is not None else 0
-        starts = np.random.default_rng([self.seed, epoch]).permutation(
-            np.arange(0, n, self.block_size))
-        per_task = max(1, self.read_rows // self.block_size)
-        groups = []
-        for i in range(0, starts.size, per_task):
-            chosen = np.sort(starts[i : i + per_task])
-            rows = (chosen[:, None] + np.arange(self.block_size)).ravel()
-            groups.append(rows[rows < n])
-        return groups
+        rows = sum(g.size for g in self.groups)
+        return int((nnz * 8 + len(self.split) * 40) * rows / max(len(self.split), 1))
 
     def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None,
                        data_context: DataContext | None = None) -> list[ReadTask]:
         tasks = []
-        for rows in self._row_groups(data_context):
+        for rows in self.groups:
             piece = _sub_split(self.split, rows)
             nnz = sum(int(p.indptr[-1] - p.indptr[0]) for p in piece.plates)
             meta = BlockMetadata(num_rows=rows.size, size_bytes=nnz * 8 + rows.size * 40,
@@ -161,29 +146,41 @@ class TahoeDatasource(Datasource):
         return tasks
 
 
-def tahoe_dataset(name: str, split: TahoeSplit, labels: LabelSpace, read_rows: int,
-                  block_size: int, seed: int) -> Dataset:
-    """The Ray Dataset of one arm over a split (no local shuffle: that is the consumer's)."""
-    arm = ray_arm(name)
-    source = TahoeDatasource(split, labels, read_rows, block_size if arm.shuffle_blocks else None,
-                             seed)
-    return read_datasource(source)
+def epoch_dataset(split: TahoeSplit, labels: LabelSpace, groups: list[np.ndarray]) -> Dataset:
+    """The Dataset of some row groups, read in the order given (preserve_order)."""
+    dataset = read_datasource(TahoeDatasource(split, labels, groups))
+    dataset.context.execution_options = ExecutionOptions(preserve_order=True)
+    return dataset
 
 
-def execution_options() -> ExecutionOptions:
-    """Blocks in read-task order: in-order streaming stays in order, shuffles reproducible."""
-    return ExecutionOptions(preserve_order=True)
+def ray_data_epochs(split: TahoeSplit, labels: LabelSpace, arm, s):
+    """epoch -> this rank's batches of a Ray Data arm (``arm``: a RayDataArm).
+
+    Each rank reads its share of the epoch's order and stops at the fewest batches
+    any rank has, so DDP ranks step together.
+    """
+    block = s.block_size if arm.blocked else None
+
+    def epoch_batches(epoch: int) -> Iterator[SparseBatch]:
+        shares = [row_groups(len(split), s.read_rows, block, s.seed, epoch, r, s.world)
+                  for r in range(s.world)]
+        steps = min(-(-sum(g.size for g in groups) // s.batch_size) for groups in shares)
+        batches = iter_sparse_batches(
+            epoch_dataset(split, labels, shares[s.rank]), split.n_vars, s.batch_size,
+            s.buffer_rows if arm.shuffle_buffer else None, s.seed + 1000 * epoch + s.rank)
+        return (batch for _, batch in zip(range(steps), batches, strict=False))
+
+    return epoch_batches
 
 
-def iter_sparse_batches(source, name: str, n_vars: int, batch_size: int, buffer_rows: int,
+def iter_sparse_batches(dataset: Dataset, n_vars: int, batch_size: int, buffer_rows: int | None,
                         seed: int) -> Iterator[SparseBatch]:
-    """SparseBatches from a Dataset or a Train dataset shard (a DataIterator)."""
-    arm = ray_arm(name)
-    tables = source.iter_batches(
+    """SparseBatches of a Dataset, through a local shuffle buffer of ``buffer_rows`` if set."""
+    tables = dataset.iter_batches(
         batch_size=batch_size,
         batch_format="pyarrow",
-        local_shuffle_buffer_size=buffer_rows if arm.shuffle_buffer else None,
-        local_shuffle_seed=seed if arm.shuffle_buffer else None,
+        local_shuffle_buffer_size=buffer_rows,
+        local_shuffle_seed=seed if buffer_rows else None,
     )
     for table in tables:
         yield from_arrow(table, n_vars)

@@ -23,8 +23,8 @@ from scdataset import BlockShuffling
 
 from raycell.core.errors import RaycellError
 from raycell.tahoe.plates import TahoeSplit
+from raycell.tahoe.scdataset_arms import EpochDataset
 from raycell.tahoe.sparse import TahoeRows
-from raycell.tahoe.strategies import EpochDataset
 
 DenseBatches = Iterator[tuple[torch.Tensor, np.ndarray]]
 

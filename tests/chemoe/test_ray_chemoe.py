@@ -8,7 +8,7 @@ import pytest
 import ray
 import torch
 
-from raycell.chemoe.grid import RESULT_COLUMNS, run_grid
+from raycell.chemoe.grid import RESULT_COLUMNS, chemoe_grid
 from raycell.chemoe.inputs import prepare_inputs
 from raycell.chemoe.metrics import de_scores
 from tests.conftest import tiny_chemoe_config
@@ -21,7 +21,7 @@ MODELS = ["chemoe", "identity", "mean_shift", "ridge"]
 def grid(pdgrapher_dir, tmp_path_factory):
     save = tmp_path_factory.mktemp("chemoe")
     cfg = tiny_chemoe_config(save, **{"grid.models": MODELS})
-    rows = run_grid(cfg, prepare_inputs(cfg, pdgrapher_dir))
+    rows = chemoe_grid(cfg, prepare_inputs(cfg, pdgrapher_dir))
     yield cfg, save, rows
     ray.shutdown()
 
@@ -29,7 +29,7 @@ def grid(pdgrapher_dir, tmp_path_factory):
 def test_a_results_row_per_model(grid):
     _, save, rows = grid
     on_disk = pd.read_csv(save / "results.csv")
-    assert list(on_disk.columns) == RESULT_COLUMNS
+    assert list(on_disk.columns) == [*RESULT_COLUMNS, "run_name", "mlflow_run_id"]
     assert sorted(on_disk["model"]) == sorted(MODELS)
     assert (on_disk["cell_line"] == "A549").all() and (on_disk["fold"] == 0).all()
     by_model = on_disk.set_index("model")
@@ -67,10 +67,11 @@ def test_checkpoints_and_mlflow_record_the_chemoe_run(grid):
     # MLFLOW_TRACKING_URI for the process and send later tests' runs here.
     client = mlflow.MlflowClient(f"sqlite:///{save}/mlflow.db")
     experiment = client.get_experiment_by_name(cfg.output.experiment_name)
-    runs = {r.data.tags["model"]: r for r in client.search_runs([experiment.experiment_id])}
+    runs = {r.data.tags["model"]: r for r in client.search_runs([experiment.experiment_id])
+            if "run_key" in r.data.tags}
     assert sorted(runs) == sorted(MODELS)
     run = runs["chemoe"]
-    assert run.data.tags["run_key"] == key and run.info.run_name == "chemoe-A549-0-kpgt"
+    assert run.data.tags["run_key"] == key and run.info.run_name == "chemoe-A549-fold0"
     val = client.get_metric_history(run.info.run_id, "val_loss")
     assert [m.step for m in val] == [2, 3]  # eval_every 2, and always the last epoch
     assert len(client.get_metric_history(run.info.run_id, "train_loss")) == 3
@@ -86,11 +87,12 @@ def test_checkpoints_and_mlflow_record_the_chemoe_run(grid):
         rows.set_index("model").loc["ridge", "r2_top20"])
 
 
-def test_rerunning_a_run_key_replaces_its_row(grid, pdgrapher_dir):
+def test_rerunning_a_finished_run_key_skips_it(grid, pdgrapher_dir, capsys):
     cfg, save, rows = grid
     again = cfg.model_copy(deep=True)
     again.grid.models = ["identity"]
-    run_grid(again, prepare_inputs(again, pdgrapher_dir))
-    on_disk = pd.read_csv(save / "results.csv")
-    assert len(on_disk) == len(MODELS)
-    assert on_disk["run_key"].is_unique
+    before = (save / "results.csv").read_text()
+    got = chemoe_grid(again, prepare_inputs(again, pdgrapher_dir))
+    assert "skipped identity-A549-fold0" in capsys.readouterr().out
+    assert (save / "results.csv").read_text() == before
+    assert list(got["model"]) == ["identity"]

@@ -8,7 +8,7 @@ import scipy.sparse as sp
 from scipy.stats import entropy
 
 from raycell.core.errors import RaycellError
-from raycell.tahoe.bench import ARMS, BENCH_COLUMNS, check_arms, entropy_bits
+from raycell.tahoe.bench import BENCH_ARMS, BENCH_COLUMNS, check_arms, entropy_bits
 from tests.conftest import run_cli
 from tests.tahoe.test_cli_errors import copy_plates, plate
 
@@ -53,9 +53,9 @@ def test_a_short_run_writes_every_arm_bare_and_in_a_ray_train_worker(tahoe_dir, 
 
 
 def test_every_registry_strategy_is_a_bench_arm():
-    from raycell.tahoe.config import STRATEGY_NAMES
+    from raycell.tahoe.arms import ARM_NAMES
 
-    assert set(STRATEGY_NAMES) < set(ARMS) and len(ARMS) == len(STRATEGY_NAMES) + 3
+    assert set(ARM_NAMES) < set(BENCH_ARMS) and len(BENCH_ARMS) == len(ARM_NAMES) + 3
 
 
 def _no_plates(root):

@@ -2,13 +2,14 @@ import pytest
 
 from raycell.cli import TAHOE_OVERRIDES, build_parser, overrides
 from raycell.core.errors import RaycellError
-from raycell.tahoe.config import STRATEGY_NAMES, load_tahoe_config
+from raycell.tahoe.arms import ARM_NAMES
+from raycell.tahoe.config import load_tahoe_config
 
 
 @pytest.mark.parametrize("name", ["default", "pilot", "demo"])
 def test_packaged_configs_load(name):
     cfg = load_tahoe_config(name)
-    assert cfg.enabled_strategies() == list(STRATEGY_NAMES)
+    assert cfg.enabled_strategies() == list(ARM_NAMES)
     assert cfg.scdataset.fetch_factor == 256 and cfg.training.batch_size == 64
     assert cfg.training.log1p is False  # raw counts into the model, as the seed
 
@@ -79,3 +80,17 @@ def test_bad_configs_name_the_culprit(tmp_path, yaml_text, message):
 def test_unknown_packaged_config():
     with pytest.raises(RaycellError, match="neither a file nor a packaged config"):
         load_tahoe_config("nightly")
+
+
+@pytest.mark.parametrize("name", ["random", "weighted_true", "streaming", "ray_buffer"])
+def test_a_single_row_arm_with_a_block_size_is_refused(name):
+    with pytest.raises(RaycellError) as err:
+        load_tahoe_config("default", {f"strategies.{name}.block_size": 16})
+    message = str(err.value)
+    assert f"strategies.{name}.block_size is 16" in message and "block size 1" in message
+    assert "\n" not in message
+
+
+def test_block_arms_take_any_block_size():
+    cfg = load_tahoe_config("default", {"strategies.weighted_block.block_size": 4})
+    assert cfg.strategies["weighted_block"].block_size == 4

@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 import ray
 
-from raycell.tahoe.config import STRATEGY_NAMES
-from raycell.tahoe.grid import run_grid
+from raycell.tahoe.arms import ARM_NAMES
+from raycell.tahoe.grid import tahoe_grid
 from raycell.tahoe.inputs import load_tahoe_inputs
 from raycell.tahoe.labels import TASKS
 from raycell.tahoe.results import SUMMARY_COLUMNS
@@ -23,7 +23,7 @@ def grid(tahoe_dir, tmp_path_factory):
     cfg = tiny_config(tahoe_dir, save, **{"training.num_epochs": EPOCHS, "ray.num_workers": 2,
                                           "training.learning_rate": 0.02})
     inputs = load_tahoe_inputs(cfg)
-    summary = run_grid(cfg, inputs, list(STRATEGY_NAMES))
+    summary = tahoe_grid(cfg, inputs, list(ARM_NAMES))
     yield cfg, inputs, save, summary
     ray.shutdown()
 
@@ -31,8 +31,9 @@ def grid(tahoe_dir, tmp_path_factory):
 def test_summary_has_a_row_per_strategy_with_the_seed_columns(grid):
     _, _, save, summary = grid
     on_disk = pd.read_csv(save / "summary.csv")
-    assert list(on_disk.columns) == SUMMARY_COLUMNS
-    assert sorted(on_disk["strategy"]) == sorted(STRATEGY_NAMES)
+    assert list(on_disk.columns) == [*SUMMARY_COLUMNS, "run_name", "mlflow_run_id"]
+    assert sorted(on_disk["run_name"]) == sorted(f"{s}-seed0" for s in ARM_NAMES)
+    assert sorted(on_disk["strategy"]) == sorted(ARM_NAMES)
     assert (on_disk["epochs"] == EPOCHS).all()
     assert (on_disk["train_seconds"] > 0).all() and (on_disk["cells_per_s"] > 0).all()
     for task in TASKS:
@@ -45,48 +46,78 @@ def test_settings_name_every_run_key_and_what_went_into_the_model(grid):
     settings = pd.read_csv(save / "settings.csv", dtype={"run_key": str})
     assert sorted(settings["run_key"]) == sorted(summary["run_key"].astype(str))
     assert (~settings["training.log1p"]).all()  # raw counts, the default
-    assert sorted(settings["strategy.name"]) == sorted(STRATEGY_NAMES)
+    assert sorted(settings["strategy.name"]) == sorted(ARM_NAMES)
 
 
 def test_every_epoch_evaluates_the_whole_test_set_once_across_ranks(grid):
     _, inputs, save, _ = grid
     curves = pd.read_csv(save / "curves.csv")
-    assert len(curves) == len(STRATEGY_NAMES) * EPOCHS
+    assert len(curves) == len(ARM_NAMES) * EPOCHS
     assert (curves["test_cells"] == len(inputs.test)).all()
     # Both ranks train: together they see (nearly) the whole training split each epoch.
     assert (curves["train_cells"] > 0.8 * len(inputs.train)).all()
     assert (curves["train_cells"] <= len(inputs.train)).all()
 
 
-def test_mlflow_has_one_finished_run_per_strategy_with_curves_and_summary(grid):
-    cfg, _, save, _ = grid
-    mlflow.set_tracking_uri(f"sqlite:///{save}/mlflow.db")
-    runs = mlflow.search_runs(experiment_names=[cfg.output.experiment_name])
-    assert sorted(runs["tags.strategy"]) == sorted(STRATEGY_NAMES)
-    assert (runs["status"] == "FINISHED").all()
-    client = mlflow.tracking.MlflowClient()
-    run_id = runs["run_id"].iloc[0]
-    history = client.get_metric_history(run_id, "drug_macro_f1")
+def test_mlflow_has_a_parent_and_one_finished_child_per_strategy(grid):
+    cfg, _, save, summary = grid
+    client = mlflow.MlflowClient(f"sqlite:///{save}/mlflow.db")
+    experiment = client.get_experiment_by_name(cfg.output.experiment_name).experiment_id
+    runs = client.search_runs([experiment])
+    parents = [r for r in runs if "run_key" not in r.data.tags]
+    children = [r for r in runs if "run_key" in r.data.tags]
+    assert len(parents) == 1 and parents[0].data.tags["raycell.workload"] == "tahoe"
+    assert sorted(r.data.tags["strategy"] for r in children) == sorted(ARM_NAMES)
+    assert all(r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for r in children)
+    assert all(r.info.status == "FINISHED" for r in runs)
+    # The summary names each run's MLflow run.
+    assert sorted(summary["mlflow_run_id"]) == sorted(r.info.run_id for r in children)
+    run = children[0]
+    history = client.get_metric_history(run.info.run_id, "drug_macro_f1")
     assert [m.step for m in history] == list(range(1, EPOCHS + 1))
-    assert "summary.json" in [a.path for a in client.list_artifacts(run_id)]
-    assert runs["params.training.batch_size"].eq("16").all()
-    assert str(save) in runs["artifact_uri"].iloc[0]  # absolute, beside the results
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"summary.json", "epochs.csv"} <= artifacts
+    assert run.data.params["training.batch_size"] == "16"
+    assert run.data.params["strategy"] == run.data.tags["strategy"]  # compare view: a param
+    assert str(save) in run.info.artifact_uri  # absolute, beside the results
 
 
-def test_a_checkpoint_per_epoch_is_kept(grid):
-    _, _, save, _ = grid
-    runs = list((save / "ray").iterdir())
-    assert len(runs) == len(STRATEGY_NAMES)
+def test_a_checkpoint_per_epoch_is_kept_under_the_run_key(grid):
+    _, _, save, summary = grid
+    runs = sorted(p.name for p in (save / "ray").iterdir())
+    assert runs == sorted(f"{r.run_name}-{r.run_key}" for r in summary.itertuples())
     for run in runs:
-        assert len(list(run.glob("checkpoint_*/model.pt"))) == EPOCHS
+        assert len(list((save / "ray" / run).glob("checkpoint_*/state.pt"))) == EPOCHS
 
 
-def test_rerunning_a_strategy_replaces_its_row(grid):
-    cfg, inputs, save, _ = grid
-    run_grid(cfg, inputs, ["block_shuffling"])
-    summary = pd.read_csv(save / "summary.csv")
-    assert len(summary) == len(STRATEGY_NAMES)
-    assert len(pd.read_csv(save / "curves.csv")) == len(STRATEGY_NAMES) * EPOCHS
+def test_rerunning_finished_strategies_trains_nothing_and_says_so(grid, capsys):
+    cfg, inputs, save, summary = grid
+    before = (save / "summary.csv").read_text()
+    again = tahoe_grid(cfg, inputs, ["block_shuffling", "random"])
+    said = capsys.readouterr().out.splitlines()
+    assert [line.split()[1] for line in said if line.startswith("skipped")] == [
+        "block_shuffling-seed0", "random-seed0"]
+    assert (save / "summary.csv").read_text() == before
+    assert sorted(again["strategy"]) == ["block_shuffling", "random"]
+
+
+def test_restart_trains_again_and_replaces_row_and_mlflow_run(grid):
+    cfg, inputs, save, summary = grid
+    old = summary.set_index("strategy").loc["random", "mlflow_run_id"]
+    again = tahoe_grid(cfg, inputs, ["random"], restart=True)
+    on_disk = pd.read_csv(save / "summary.csv")
+    assert len(on_disk) == len(ARM_NAMES) and on_disk["run_key"].is_unique
+    assert len(pd.read_csv(save / "curves.csv")) == len(ARM_NAMES) * EPOCHS
+    new = again.set_index("strategy").loc["random", "mlflow_run_id"]
+    assert new != old
+    client = mlflow.MlflowClient(f"sqlite:///{save}/mlflow.db")
+    experiment = client.get_experiment_by_name(cfg.output.experiment_name).experiment_id
+    keyed = client.search_runs([experiment], "tags.strategy = 'random'")
+    assert [r.info.run_id for r in keyed] == [new]  # the old one is deleted, not doubled
+    # Same settings, same numbers: a restart reproduces the run.
+    for column in ("drug_macro_f1", "cell_line_accuracy", "moa_fine_weighted_f1"):
+        assert again[column].iloc[0] == pytest.approx(
+            summary.set_index("strategy").loc["random", column], abs=1e-6)
 
 
 def test_figures_are_written_from_the_results(grid):

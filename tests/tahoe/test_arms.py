@@ -1,4 +1,5 @@
-"""The six strategies: per-epoch reshuffling with DataLoader workers, disjoint DDP ranks."""
+"""The arm registry and the scDataset arms: per-epoch reshuffling with DataLoader workers,
+disjoint DDP ranks, equal step counts."""
 
 import numpy as np
 import pytest
@@ -6,19 +7,24 @@ import scipy.sparse as sp
 from scdataset import BlockShuffling, BlockWeightedSampling, Streaming
 
 from raycell.core.errors import RaycellError
-from raycell.tahoe.config import SCDATASET_STRATEGIES, load_tahoe_config
+from raycell.tahoe.arms import ARMS, LoaderSettings, get_arm
+from raycell.tahoe.config import load_tahoe_config
 from raycell.tahoe.inputs import load_tahoe_inputs
-from raycell.tahoe.sparse import TahoeRows
-from raycell.tahoe.strategies import batches_per_rank, build_strategy, make_dataset, make_loader
+from raycell.tahoe.scdataset_arms import batches_per_rank, make_dataset, make_loader
 from tests.conftest import tiny_config
 
 N = 2000
 
 
 @pytest.fixture(scope="module")
-def rows(tahoe_dir, tmp_path_factory):
-    inputs = load_tahoe_inputs(tiny_config(tahoe_dir, tmp_path_factory.mktemp("o")))
-    return TahoeRows(inputs.train, inputs.labels)
+def inputs(tahoe_dir, tmp_path_factory):
+    return load_tahoe_inputs(tiny_config(tahoe_dir, tmp_path_factory.mktemp("o")))
+
+
+def _settings(block_size=16, **kw):
+    base = dict(batch_size=10, fetch_factor=4, num_workers=0, read_rows=40, buffer_rows=40,
+                block_size=block_size, min_count_baseline=1000, seed=7)
+    return LoaderSettings(**(base | kw))
 
 
 def _epoch(collection, strategy, epoch, rank=0, world=1, workers=2):
@@ -28,12 +34,11 @@ def _epoch(collection, strategy, epoch, rank=0, world=1, workers=2):
     return list(make_loader(ds, workers))
 
 
-def test_registry_builds_the_seed_strategies(rows):
+def test_registry_builds_the_seed_strategies(inputs):
     cfg = load_tahoe_config("default")
-    built = {
-        name: build_strategy(name, rows, cfg.strategies[name].block_size, 1000)
-        for name in SCDATASET_STRATEGIES
-    }
+    built = {name: arm.sampling(inputs.train, _settings(cfg.strategies[name].block_size))
+             for name, arm in ARMS.items() if arm.kind == "scdataset"}
+    assert len(built) == 6
     assert isinstance(built["streaming"], Streaming) and not built["streaming"].shuffle
     assert built["streaming_buffer"].shuffle
     assert isinstance(built["block_shuffling"], BlockShuffling)
@@ -41,10 +46,16 @@ def test_registry_builds_the_seed_strategies(rows):
     for name in ("weighted_block", "weighted_true"):
         s = built[name]
         assert isinstance(s, BlockWeightedSampling) and s.replace
-        assert s.total_size == len(rows) and len(s.weights) == len(rows)
+        assert s.total_size == len(inputs.train) and len(s.weights) == len(inputs.train)
     assert built["weighted_block"].block_size == 16 and built["weighted_true"].block_size == 1
-    with pytest.raises(RaycellError, match="unknown scDataset strategy 'bogus'"):
-        build_strategy("bogus", rows, 1, 0)
+    with pytest.raises(RaycellError, match="unknown strategy 'bogus'"):
+        get_arm("bogus")
+
+
+def test_the_registry_says_which_arms_read_blocks():
+    assert {n for n, arm in ARMS.items() if arm.blocked} == {
+        "block_shuffling", "weighted_block", "ray_block_shuffle"}
+    assert {arm.kind for arm in ARMS.values()} == {"scdataset", "ray_data"}
 
 
 @pytest.mark.parametrize("world", [1, 2])
@@ -93,9 +104,27 @@ def test_ddp_ranks_step_the_same_number_of_batches():
     assert batches_per_rank(ds) == min(counts) and ds.rank == 1
 
 
-def test_tahoe_batches_stay_sparse_and_epochs_differ(rows):
-    strategy = build_strategy("block_shuffling", rows, 16, 1000)
-    batch, other = (_epoch(rows, strategy, e, workers=2)[0] for e in range(2))
+def test_tahoe_batches_stay_sparse_and_epochs_differ(inputs):
+    epochs = ARMS["block_shuffling"].epochs(inputs.train, inputs.labels, _settings(num_workers=2))
+    batch, other = (next(iter(epochs(e))) for e in range(2))
     assert sp.issparse(batch.x) and batch.x.format == "csr"
     assert batch.labels.shape == (10, 4)
     assert (batch.x != other.x).nnz > 0
+
+
+@pytest.mark.parametrize("name", ["block_shuffling", "weighted_true", "streaming_buffer"])
+def test_an_epoch_is_the_same_whenever_it_is_read(inputs, name):
+    """What exact resume rests on: epoch e's batches depend on (seed, e, rank) only."""
+    arm = ARMS[name]
+    fresh = arm.epochs(inputs.train, inputs.labels, _settings())
+    used = arm.epochs(inputs.train, inputs.labels, _settings())
+    list(used(0)), list(used(1))  # an uninterrupted run has read epochs 0 and 1 before
+    for a, b in zip(fresh(2), used(2), strict=True):
+        np.testing.assert_array_equal(a.rows, b.rows)
+
+
+def test_ranks_of_an_arm_step_the_same_number_of_batches(inputs):
+    arm = ARMS["block_shuffling"]
+    counts = [len(list(arm.epochs(inputs.train, inputs.labels,
+                                  _settings(rank=r, world=3))(0))) for r in range(3)]
+    assert len(set(counts)) == 1 and counts[0] > 0

@@ -1,0 +1,248 @@
+"""One grid runner for every workload: run keys, skip finished, resume interrupted, Tune.
+
+A workload describes its grid as ``GridRun``s (a run key: what changes the numbers;
+a name: what the run is) and hands over a ``Workload``: the trial that fits one run
+and the rows its files make. Names on disk come from run keys, never from the clock:
+
+- ``<save_dir>/runs/<key>/``: the run's own files (epoch log, predictions, weights);
+- ``<save_dir>/ray/<name>-<key>/``: its Ray Train run, checkpoints included. The same
+  name again makes Ray Train resume from the last checkpoint (FACTS.md);
+- ``<save_dir>/<results file>``: one row per finished key, written last.
+
+So rerunning a command skips keys that have a row, resumes keys that have a
+checkpoint and starts the rest; ``restart`` forgets the grid's keys first.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from ray import tune
+from ray.train import CheckpointConfig, FailureConfig, RunConfig
+from ray.train.torch import TorchTrainer
+from ray.tune.integration.ray_train import TuneReportCallback
+
+from raycell.core import runtime
+from raycell.core.config import RaySettings, config_key
+from raycell.core.errors import RaycellError
+from raycell.core.rows import remove_keys, upsert
+from raycell.core.tracking import GridRecorder, forget_runs
+from raycell.core.worker import STATE_FILE
+
+TRAIN_SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train V2's record of checkpoints
+
+
+@dataclass(frozen=True)
+class GridRun:
+    key: str  # run key: a hash of everything that changes the run's numbers
+    name: str  # what the run is: "block_shuffling-seed0", "chemoe-A549-fold0"
+    tags: dict[str, Any]  # the same as fields: MLflow tags and params, result columns
+
+    def train_name(self) -> str:
+        return f"{self.name}-{self.key}"
+
+
+@dataclass
+class Workload:
+    """What a slice hands the grid runner."""
+
+    name: str  # "tahoe": names the Tune experiment and the MLflow parent run
+    results_file: str  # one row per finished run key; its rows say what is finished
+    trial: Callable[[dict[str, Any]], None]  # fits one run; its config is flat (see run_grid)
+    # (run, run folder) -> {file name: rows} to upsert when the run ends; the results
+    # file's rows must be among them (written last, so a row means the rest is there).
+    records: Callable[[GridRun, Path], dict[str, pd.DataFrame]]
+    metrics: frozenset[str]  # per-epoch result keys logged to MLflow
+    params: dict[str, str] = field(default_factory=dict)  # the config, flattened
+    extra_files: tuple[str, ...] = ()  # other per-run-key CSVs to forget on restart
+
+
+def run_folder(save_dir: Path, run: GridRun) -> Path:
+    return save_dir / "runs" / run.key
+
+
+def fit_trainer(train_loop: Callable[[dict], None], config: dict[str, Any],
+                settings: RaySettings, checkpoints_to_keep: int | None = None):
+    """Fit a TorchTrainer for one run, named by its run key, so that fitting it again
+    after an interruption resumes it from its last checkpoint."""
+    trainer = TorchTrainer(
+        train_loop,
+        train_loop_config=config,
+        scaling_config=runtime.scaling_config(settings),
+        run_config=RunConfig(
+            name=config["train_name"],
+            storage_path=config["storage"],
+            callbacks=[TuneReportCallback()],
+            checkpoint_config=CheckpointConfig(num_to_keep=checkpoints_to_keep),
+            failure_config=FailureConfig(max_failures=settings.max_failures),
+        ),
+    )
+    return trainer.fit()
+
+
+def finished_keys(save_dir: Path, workload: Workload) -> set[str]:
+    path = save_dir / workload.results_file
+    if not path.is_file():
+        return set()
+    return set(pd.read_csv(path, dtype={"run_key": str}, usecols=["run_key"])["run_key"])
+
+
+def check_save_dir(save_dir: Path, workload: Workload, runs: list[GridRun],
+                   restart: bool) -> None:
+    """Refuse a folder of another workload, or one holding a run of the same name made
+    with other settings (its numbers would sit beside these as if comparable)."""
+    marker = save_dir / "raycell.json"
+    if marker.is_file():
+        other = json.loads(marker.read_text()).get("workload")
+        if other != workload.name:
+            raise RaycellError(f"--save_dir {save_dir} holds {other} results: choose another "
+                               f"folder for {workload.name}")
+    if restart:  # everything of these keys is about to be forgotten
+        return
+    path = save_dir / workload.results_file
+    rows = pd.read_csv(path, dtype={"run_key": str}) if path.is_file() else pd.DataFrame()
+    by_name = dict(zip(rows["run_name"], rows["run_key"], strict=True)) \
+        if "run_name" in rows else {}
+    for run in runs:
+        if by_name.get(run.name, run.key) != run.key:
+            raise RaycellError(
+                f"--save_dir {save_dir} holds {run.name} from other settings (run key "
+                f"{by_name[run.name]}, this config's {run.key}): pass --restart to replace "
+                f"it, or choose another --save_dir")
+    for run in runs:
+        check_checkpoint(save_dir / "ray" / run.train_name(), run)
+
+
+def check_checkpoint(train_dir: Path, run: GridRun) -> None:
+    """The checkpoint a run would resume from must be readable (a torch zip archive)."""
+    import zipfile
+
+    snapshot = train_dir / TRAIN_SNAPSHOT
+    if not snapshot.is_file():
+        return
+    try:
+        latest = json.loads(snapshot.read_text())["latest_checkpoint_result"]
+        state = train_dir / latest["checkpoint_dir_name"] / STATE_FILE if latest else None
+    except (ValueError, KeyError, TypeError):
+        raise RaycellError(f"checkpoint record {snapshot} is corrupt: pass --restart to "
+                           f"train {run.name} from scratch") from None
+    if state is None:
+        return
+    try:
+        with zipfile.ZipFile(state) as archive:
+            bad = archive.testzip()
+    except (OSError, zipfile.BadZipFile):
+        bad = STATE_FILE
+    if bad is not None:
+        raise RaycellError(f"checkpoint {state.parent} of {run.name} is corrupt: pass "
+                           f"--restart to train it from scratch")
+
+
+def forget(save_dir: Path, workload: Workload, runs: list[GridRun], uri: str) -> None:
+    """--restart: remove every trace of the grid's keys (files, checkpoints, rows, MLflow)."""
+    keys = [run.key for run in runs]
+    for run in runs:
+        shutil.rmtree(run_folder(save_dir, run), ignore_errors=True)
+        shutil.rmtree(save_dir / "ray" / run.train_name(), ignore_errors=True)
+    for name in (*workload.extra_files, workload.results_file):
+        remove_keys(save_dir / name, keys)
+    forget_runs(uri, keys)
+
+
+def run_grid(workload: Workload, runs: list[GridRun], save_dir: Path, settings: RaySettings,
+             experiment_name: str, shared: Callable[[], dict[str, Any]], restart: bool = False,
+             say: Callable[[str], None] = print) -> pd.DataFrame:
+    """Run the grid's unfinished keys; returns the results file's rows of the grid.
+
+    ``shared()``: values every trial's config gets (the config, object refs), made once
+    Ray runs and only if a run is left to do. A trial's
+    config also has ``key``, ``name``, ``train_name``, ``run_dir``, ``storage`` and
+    the run's tags, flat.
+    """
+    check_save_dir(save_dir, workload, runs, restart)
+    save_dir.mkdir(parents=True, exist_ok=True)
+    (save_dir / "raycell.json").write_text(json.dumps({"workload": workload.name}))
+    uri = runtime.tracking_uri(save_dir)
+    if restart:
+        forget(save_dir, workload, runs, uri)
+    finished = finished_keys(save_dir, workload)
+    todo = [run for run in runs if run.key not in finished]
+    for run in runs:
+        if run.key in finished:
+            say(f"skipped {run.name} ({run.key}): finished, its row is in "
+                f"{save_dir / workload.results_file}")
+    if todo:
+        _tune(workload, todo, save_dir, settings, experiment_name, shared, uri)
+    rows = pd.read_csv(save_dir / workload.results_file, dtype={"run_key": str})
+    return rows[rows["run_key"].isin([run.key for run in runs])].reset_index(drop=True)
+
+
+def _tune(workload: Workload, todo: list[GridRun], save_dir: Path, settings: RaySettings,
+          experiment_name: str, shared: Callable[[], dict[str, Any]], uri: str) -> None:
+    runtime.ensure_ray(settings)
+    experiment = runtime.experiment_id(uri, experiment_name, save_dir)
+    grid_key = config_key(sorted(run.key for run in todo))
+    by_key = {run.key: run for run in todo}
+    completed = _Completed(save_dir, workload, by_key)
+    recorder = GridRecorder(uri, experiment, workload.name, grid_key, workload.params,
+                            workload.metrics, completed.summarize, completed.commit)
+    trials = [{"key": run.key, "name": run.name, "train_name": run.train_name(),
+               "run_dir": str(run_folder(save_dir, run)), **run.tags} for run in todo]
+    name = f"{workload.name}-{grid_key}"
+    # Tune's own folder is bookkeeping only (resume goes through Train's run folders), so
+    # a rerun starts it afresh instead of tripping over the killed invocation's state.
+    shutil.rmtree(save_dir / "tune" / name, ignore_errors=True)
+    tuner = tune.Tuner(
+        tune.with_resources(_flat(workload.trial), {"CPU": settings.driver_cpus}),
+        param_space={**shared(), "storage": str(save_dir / "ray"), "run": tune.grid_search(trials)},
+        tune_config=tune.TuneConfig(
+            max_concurrent_trials=settings.max_concurrent_trials,
+            trial_name_creator=lambda t: t.config["run"]["name"],
+            trial_dirname_creator=lambda t: t.config["run"]["name"]),
+        run_config=tune.RunConfig(name=name, storage_path=str(save_dir / "tune"),
+                                  callbacks=[recorder], verbose=1),
+    )
+    results = tuner.fit()
+    recorder.close(failed=any(r.error is not None for r in results))
+    failed = [r for r in results if r.error is not None]
+    if failed:
+        raise RuntimeError(f"{len(failed)} of {len(todo)} runs failed; first: {failed[0].error}")
+
+
+class _Completed:
+    """A finished run's rows: summarized for MLflow first, then committed to the CSVs
+    (the results file last), so a row is only there once everything else is."""
+
+    def __init__(self, save_dir: Path, workload: Workload, runs: dict[str, GridRun]):
+        self.save_dir, self.workload, self.runs = save_dir, workload, runs
+        self.records: dict[str, dict[str, pd.DataFrame]] = {}
+
+    def summarize(self, key: str) -> tuple[dict, Path]:
+        folder = run_folder(self.save_dir, self.runs[key])
+        self.records[key] = self.workload.records(self.runs[key], folder)
+        row = self.records[key][self.workload.results_file]
+        return json.loads(row.iloc[0].to_json()), folder
+
+    def commit(self, key: str, mlflow_run_id: str) -> None:
+        records = self.records.pop(key)
+        results = records.pop(self.workload.results_file)
+        for name, rows in records.items():
+            upsert(self.save_dir / name, rows)
+        upsert(self.save_dir / self.workload.results_file,
+               results.assign(run_name=self.runs[key].name, mlflow_run_id=mlflow_run_id))
+
+
+def _flat(trial: Callable[[dict], None]) -> Callable[[dict], None]:
+    """Tune nests the grid entry under 'run'; the trial sees it flat."""
+
+    def flat_trial(config: dict[str, Any]) -> None:
+        trial({**{k: v for k, v in config.items() if k != "run"}, **config["run"]})
+
+    flat_trial.__name__ = getattr(trial, "__name__", "trial")
+    return flat_trial

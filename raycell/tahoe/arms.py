@@ -1,0 +1,123 @@
+"""The arm registry: every way of loading Tahoe training batches, by name.
+
+The config, CLI, grid, worker, bench and report take the names from ``ARMS``.
+Every arm answers one question through one interface: given a split, the loader
+settings, a seed and a rank, what are this rank's batches of epoch ``e``? The
+answer depends on nothing but those, so a run resumed at epoch ``e`` reads exactly
+the batches an uninterrupted run reads there.
+
+- scDataset arms (the seed's six strategies) sample through scDataset on the rank.
+- Ray Data arms read through Ray Data's streaming executor on the rank
+  (``raycell/tahoe/raydata.py``).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+from scdataset import BlockShuffling, BlockWeightedSampling, SamplingStrategy, Streaming
+
+from raycell.core.errors import RaycellError
+from raycell.tahoe.labels import LabelSpace
+from raycell.tahoe.plates import TahoeSplit
+from raycell.tahoe.sparse import SparseBatch
+
+DEFAULT_BLOCK = 16  # the seed's block size for the block arms
+
+
+@dataclass(frozen=True)
+class LoaderSettings:
+    """What an arm needs to make one rank's batches (from the config or the bench)."""
+
+    batch_size: int
+    fetch_factor: int  # scDataset: batches per fetch
+    num_workers: int  # scDataset: DataLoader workers
+    read_rows: int  # Ray Data: rows per read task
+    buffer_rows: int  # Ray Data: local shuffle buffer
+    block_size: int
+    min_count_baseline: int  # weighted arms
+    seed: int
+    rank: int = 0
+    world: int = 1
+
+
+EpochBatches = Callable[[int], Iterator[SparseBatch]]  # epoch -> this rank's batches
+
+
+class Arm(ABC):
+    """One loading strategy. ``blocked``: reads blocks of ``block_size`` consecutive rows;
+    the other arms are block 1 by definition and a config that says otherwise is refused."""
+
+    kind: str
+
+    def __init__(self, name: str, blocked: bool):
+        self.name, self.blocked = name, blocked
+
+    @abstractmethod
+    def epochs(self, split: TahoeSplit, labels: LabelSpace, s: LoaderSettings) -> EpochBatches:
+        """This rank's batches of each epoch; every rank yields the same number (DDP)."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r})"
+
+
+class ScDatasetArm(Arm):
+    kind = "scdataset"
+
+    def __init__(self, name: str, blocked: bool,
+                 sampler: Callable[[LoaderSettings, int, Callable[[], np.ndarray]],
+                                   SamplingStrategy]):
+        super().__init__(name, blocked)
+        self.sampler = sampler  # (settings, n_cells, weights) -> a scdataset strategy
+
+    def sampling(self, split: TahoeSplit, s: LoaderSettings) -> SamplingStrategy:
+        from raycell.tahoe.weights import group_weights
+
+        return self.sampler(s, len(split),
+                            lambda: group_weights(split.codes, s.min_count_baseline))
+
+    def epochs(self, split: TahoeSplit, labels: LabelSpace, s: LoaderSettings) -> EpochBatches:
+        from raycell.tahoe.scdataset_arms import scdataset_epochs
+
+        return scdataset_epochs(split, labels, self.sampling(split, s), s)
+
+
+class RayDataArm(Arm):
+    kind = "ray_data"
+
+    def __init__(self, name: str, blocked: bool, shuffle_buffer: bool):
+        super().__init__(name, blocked)
+        self.shuffle_buffer = shuffle_buffer  # a local shuffle buffer before the batches
+
+    def epochs(self, split: TahoeSplit, labels: LabelSpace, s: LoaderSettings) -> EpochBatches:
+        from raycell.tahoe.raydata import ray_data_epochs
+
+        return ray_data_epochs(split, labels, self, s)
+
+
+def _weighted(s: LoaderSettings, n: int, weights: Callable[[], np.ndarray]) -> SamplingStrategy:
+    return BlockWeightedSampling(block_size=s.block_size, weights=weights(), replace=True,
+                                 total_size=n)
+
+
+ARMS: dict[str, Arm] = {arm.name: arm for arm in (
+    ScDatasetArm("streaming", False, lambda s, n, w: Streaming(shuffle=False)),
+    ScDatasetArm("streaming_buffer", False, lambda s, n, w: Streaming(shuffle=True)),
+    ScDatasetArm("block_shuffling", True, lambda s, n, w: BlockShuffling(block_size=s.block_size)),
+    ScDatasetArm("random", False, lambda s, n, w: BlockShuffling(block_size=1)),
+    ScDatasetArm("weighted_block", True, _weighted),
+    ScDatasetArm("weighted_true", False, _weighted),
+    RayDataArm("ray_streaming", False, shuffle_buffer=False),
+    RayDataArm("ray_buffer", False, shuffle_buffer=True),
+    RayDataArm("ray_block_shuffle", True, shuffle_buffer=True),
+)}
+ARM_NAMES = tuple(ARMS)
+
+
+def get_arm(name: str) -> Arm:
+    if name not in ARMS:
+        raise RaycellError(f"unknown strategy {name!r} (known: {', '.join(ARM_NAMES)})")
+    return ARMS[name]

@@ -1,0 +1,92 @@
+"""The scDataset arms' plumbing: one rank's scDataset and DataLoader, epoch by epoch.
+
+The arms themselves (which scdataset strategy each name means) are in
+``raycell/tahoe/arms.py``; the test loader of every arm streams in order through
+the same plumbing.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scdataset import SamplingStrategy, scDataset
+from torch.utils.data import DataLoader
+
+from raycell.tahoe.labels import LabelSpace
+from raycell.tahoe.plates import TahoeSplit
+from raycell.tahoe.sparse import TahoeRows
+
+
+class EpochDataset(scDataset):
+    """scDataset whose epoch is set explicitly before each pass.
+
+    scDataset counts epochs inside the dataset object. Non-persistent DataLoader
+    workers receive a fresh copy each epoch, so their counter never advances and
+    every epoch would repeat the first epoch's order (FACTS.md). ``set_epoch``
+    fixes the seed each epoch in the parent, and every worker copy inherits it.
+    """
+
+    def set_epoch(self, epoch: int) -> None:
+        self._epoch = epoch
+
+
+def make_dataset(
+    rows: TahoeRows | np.ndarray,
+    strategy: SamplingStrategy,
+    batch_size: int,
+    fetch_factor: int,
+    seed: int,
+    rank: int = 0,
+    world_size: int = 1,
+) -> EpochDataset:
+    return EpochDataset(
+        rows,
+        strategy,
+        batch_size=batch_size,
+        fetch_factor=fetch_factor,
+        rank=rank,
+        world_size=world_size,
+        seed=seed,
+    )
+
+
+def make_loader(dataset: EpochDataset, num_workers: int) -> DataLoader:
+    """Batches are made by the dataset (batch_size=None); workers only read and slice."""
+    return DataLoader(
+        dataset,
+        batch_size=None,
+        num_workers=num_workers,
+        collate_fn=_identity,
+        prefetch_factor=2 if num_workers else None,
+        persistent_workers=False,
+    )
+
+
+def _identity(batch):
+    return batch
+
+
+def batches_per_rank(dataset: EpochDataset) -> int:
+    """Fewest batches any rank gets: DDP ranks must step the same number of times."""
+    own = (dataset.rank, dataset.world_size)
+    counts = []
+    for rank in range(dataset.world_size):
+        dataset.rank = rank
+        counts.append(len(dataset))
+    dataset.rank, dataset.world_size = own
+    return min(counts)
+
+
+
+def scdataset_epochs(split: TahoeSplit, labels: LabelSpace, strategy: SamplingStrategy, s):
+    """epoch -> this rank's batches: the dataset's seed is fixed per epoch (set_epoch), and
+    every rank stops at the fewest batches any rank has, so DDP ranks step together."""
+    dataset = make_dataset(TahoeRows(split, labels), strategy, s.batch_size, s.fetch_factor,
+                           s.seed, s.rank, s.world)
+    steps = batches_per_rank(dataset)
+
+    def epoch_batches(epoch: int):
+        dataset.set_epoch(epoch)
+        loader = make_loader(dataset, s.num_workers)
+        return (batch for _, batch in zip(range(steps), loader, strict=False))
+
+    return epoch_batches

@@ -1,0 +1,231 @@
+"""Kill and resume, as a user meets it: the CLI killed with SIGKILL (its whole process
+group) after a checkpoint, then the same command again. The resumed run continues at
+the epoch after its last checkpoint and ends with an uninterrupted run's numbers; one
+row and one MLflow run per run key, each epoch logged once. Slow: every step is a
+fresh CLI process that starts its own local Ray cluster."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import psutil
+import pytest
+import yaml
+
+from tests.conftest import run_cli
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+TIMING = {"train_seconds", "cells_per_s", "samples_per_s", "epoch_seconds", "eval_seconds",
+          "timestamp", "mlflow_run_id"}
+
+
+def _tahoe_yaml(path: Path, tahoe_dir: Path, save: Path, epochs: int, **extra) -> Path:
+    cfg = {"data": {"h5ad_dir": str(tahoe_dir), "train_plates": [1, 2], "test_plates": [3]},
+           "training": {"batch_size": 16, "num_epochs": epochs},
+           "scdataset": {"fetch_factor": 4, "num_workers": 0},
+           "ray_data": {"read_rows": 256, "shuffle_buffer_rows": 128},
+           "output": {"save_dir": str(save)}, **extra}
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _start(*args: str, log: Path) -> subprocess.Popen:
+    with open(log, "w") as out:  # its own session: SIGKILL to the group hits only it
+        return subprocess.Popen([sys.executable, "-m", "raycell.cli", *args], stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _latest_checkpoint_epoch(save: Path) -> int | None:
+    """The epoch of the newest checkpoint Ray Train has registered for any run in save."""
+    epochs = []
+    for snapshot in (save / "ray").glob("*/checkpoint_manager_snapshot.json"):
+        try:
+            latest = json.loads(snapshot.read_text())["latest_checkpoint_result"]
+        except (ValueError, KeyError):
+            continue  # being written
+        if latest:
+            epochs.append(int(latest["metrics"]["epoch"]))
+    return max(epochs) if epochs else None
+
+
+def _kill_after(proc: subprocess.Popen, ready, timeout: float = 240) -> None:
+    deadline = time.time() + timeout
+    while not ready():
+        assert proc.poll() is None, "the run ended before it could be killed"
+        assert time.time() < deadline, "no checkpoint in time"
+        time.sleep(0.05)
+    group = [proc.pid] + [p.pid for p in psutil.Process(proc.pid).children(recursive=True)]
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    # Ray's processes of that cluster die with their driver; wait until they have.
+    for _ in range(200):
+        if not [pid for pid in group if psutil.pid_exists(pid)
+                and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]:
+            return
+        time.sleep(0.1)
+    raise AssertionError("processes of the killed run are still alive")
+
+
+def _same_numbers(a: pd.DataFrame, b: pd.DataFrame, keys: list[str]) -> None:
+    a, b = a.set_index(keys).sort_index(), b.set_index(keys).sort_index()
+    assert list(a.index) == list(b.index)
+    for column in a.columns:
+        if column in TIMING:
+            continue
+        if pd.api.types.is_numeric_dtype(a[column]):
+            np.testing.assert_allclose(a[column], b[column], atol=1e-6, equal_nan=True,
+                                       err_msg=column)
+        else:
+            assert list(a[column]) == list(b[column]), column
+
+
+def _child_runs(save: Path, experiment: str) -> list:
+    client = mlflow.MlflowClient(f"sqlite:///{save}/mlflow.db")
+    exp = client.get_experiment_by_name(experiment).experiment_id
+    return [r for r in client.search_runs([exp]) if "run_key" in r.data.tags], client
+
+
+@pytest.fixture(scope="module")
+def reference(tahoe_dir, tmp_path_factory):
+    """Uninterrupted runs of both arms, to compare resumed ones against."""
+    root = tmp_path_factory.mktemp("reference")
+    config = _tahoe_yaml(root / "c.yaml", tahoe_dir, root / "out", 12)
+    done = run_cli("tahoe", "--config", str(config), "--strategy", "block_shuffling",
+                   "ray_block_shuffle", timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return root / "out", config
+
+
+@pytest.mark.parametrize("strategy", ["block_shuffling", "ray_block_shuffle"])
+def test_a_killed_tahoe_run_resumes_where_it_stopped(strategy, reference, tahoe_dir, tmp_path):
+    save = tmp_path / "out"
+    config = _tahoe_yaml(tmp_path / "c.yaml", tahoe_dir, save, 12)
+    args = ("tahoe", "--config", str(config), "--strategy", strategy)
+    proc = _start(*args, log=tmp_path / "killed.log")
+    _kill_after(proc, lambda: _latest_checkpoint_epoch(save) is not None)
+    checkpointed = _latest_checkpoint_epoch(save)
+    assert not (save / "summary.csv").exists()
+
+    again = run_cli(*args, timeout=600)
+    assert again.returncode == 0, again.stdout + again.stderr
+    resumed = re.search(r"resuming at epoch (\d+) of 12 from the epoch (\d+) checkpoint",
+                        again.stdout + again.stderr)
+    assert resumed, again.stdout[-3000:]
+    assert int(resumed[1]) == checkpointed + 1 >= 2  # not from epoch 1
+
+    summary = pd.read_csv(save / "summary.csv", dtype={"run_key": str})
+    expected = pd.read_csv(reference[0] / "summary.csv", dtype={"run_key": str})
+    _same_numbers(summary, expected[expected["strategy"] == strategy], ["run_key"])
+    curves = pd.read_csv(save / "curves.csv")
+    assert sorted(curves["epoch"]) == list(range(1, 13))  # every epoch, once
+
+    runs, client = _child_runs(save, "raycell-tahoe")
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    epochs = client.get_metric_history(runs[0].info.run_id, "drug_macro_f1")
+    assert sorted(m.step for m in epochs) == list(range(1, 13))  # each epoch logged once
+
+
+def test_a_killed_grid_skips_finished_runs_and_a_finished_grid_trains_nothing(
+        reference, tahoe_dir, tmp_path):
+    save = tmp_path / "out"
+    arms = {name: {"enabled": name in ("streaming", "block_shuffling", "random")}
+            for name in ("streaming", "streaming_buffer", "block_shuffling", "random",
+                         "weighted_block", "weighted_true", "ray_streaming", "ray_buffer",
+                         "ray_block_shuffle")}
+    config = _tahoe_yaml(tmp_path / "c.yaml", tahoe_dir, save, 12, strategies=arms)
+    args = ("tahoe", "--config", str(config), "--all")
+    proc = _start(*args, log=tmp_path / "killed.log")
+    # Killed once the first arm has its row and the second has a checkpoint.
+    _kill_after(proc, lambda: (save / "summary.csv").is_file()
+                and len(list((save / "ray").glob("*/checkpoint_manager_snapshot.json"))) >= 2)
+    first = pd.read_csv(save / "summary.csv")["run_name"].tolist()
+    assert len(first) == 1
+
+    started = time.perf_counter()
+    again = run_cli(*args, timeout=600)
+    rerun_seconds = time.perf_counter() - started
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert f"skipped {first[0]}" in again.stdout
+    summary = pd.read_csv(save / "summary.csv")
+    assert sorted(summary["run_name"]) == ["block_shuffling-seed0", "random-seed0",
+                                           "streaming-seed0"]
+    assert summary["run_key"].is_unique
+    assert "resuming at epoch" in again.stdout + again.stderr  # the interrupted one
+
+    started = time.perf_counter()
+    finished = run_cli(*args, timeout=600)
+    skip_seconds = time.perf_counter() - started
+    assert finished.returncode == 0, finished.stderr
+    skipped = [line for line in finished.stdout.splitlines() if line.startswith("skipped")]
+    assert len(skipped) == 3
+    assert "Started a local Ray instance" not in finished.stdout + finished.stderr
+    assert skip_seconds < 30 < rerun_seconds or skip_seconds < rerun_seconds / 3
+    print(f"rerun after the kill: {rerun_seconds:.0f} s; finished grid: {skip_seconds:.1f} s")
+
+
+def test_a_killed_chemoe_run_resumes_with_the_same_predictions(pdgrapher_dir, tmp_path):
+    def config(save: Path) -> Path:
+        path = save.with_suffix(".yaml")
+        path.write_text(yaml.safe_dump({
+            "data": {"dir": str(pdgrapher_dir)}, "grid": {"cell_lines": ["A549"]},
+            "model": {"embed_dim": 8, "hidden_dim": 16},
+            "training": {"batch_size": 16, "epochs": 40, "eval_every": 2, "lr": 3e-3},
+            "output": {"save_dir": str(save)}}))
+        return path
+
+    reference = run_cli("chemoe", "--config", str(config(tmp_path / "ref")), timeout=600)
+    assert reference.returncode == 0, reference.stdout + reference.stderr
+
+    save = tmp_path / "out"
+    args = ("chemoe", "--config", str(config(save)))
+    proc = _start(*args, log=tmp_path / "killed.log")
+    _kill_after(proc, lambda: (_latest_checkpoint_epoch(save) or 0) >= 2)
+    checkpointed = _latest_checkpoint_epoch(save)
+    again = run_cli(*args, timeout=600)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert f"resuming at epoch {checkpointed + 1} of 40" in again.stdout + again.stderr
+
+    got = pd.read_csv(save / "results.csv", dtype={"run_key": str})
+    want = pd.read_csv(tmp_path / "ref" / "results.csv", dtype={"run_key": str})
+    _same_numbers(got, want, ["run_key"])
+    key = got["run_key"].iloc[0]
+    with np.load(save / "runs" / key / "predictions.npz") as a, \
+            np.load(tmp_path / "ref" / "runs" / key / "predictions.npz") as b:
+        np.testing.assert_allclose(a["pred"], b["pred"], atol=1e-6)
+    runs, client = _child_runs(save, "raycell-chemoe")
+    assert len(runs) == 1
+    losses = client.get_metric_history(runs[0].info.run_id, "train_loss")
+    assert sorted(m.step for m in losses) == list(range(1, 41))
+
+
+def test_a_killed_worker_restarts_from_the_last_checkpoint(reference, tahoe_dir, tmp_path):
+    """Ray Train's own restart (ray.max_failures 1) after one worker process dies."""
+    save = tmp_path / "out"
+    config = _tahoe_yaml(tmp_path / "c.yaml", tahoe_dir, save, 12,
+                         ray={"max_failures": 1})
+    proc = _start("tahoe", "--config", str(config), "--strategy", "block_shuffling",
+                  log=tmp_path / "run.log")
+    deadline = time.time() + 240
+    while _latest_checkpoint_epoch(save) is None:
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.05)
+    workers = [p for p in psutil.Process(proc.pid).children(recursive=True)
+               if "RayTrainWorker" in " ".join(p.cmdline())]
+    assert len(workers) == 1, [p.cmdline() for p in workers]
+    workers[0].kill()
+    assert proc.wait(timeout=600) == 0, (tmp_path / "run.log").read_text()[-3000:]
+    log = (tmp_path / "run.log").read_text()
+    assert re.search(r"resuming at epoch ([2-9]|1[0-2]) of 12", log)
+    summary = pd.read_csv(save / "summary.csv", dtype={"run_key": str})
+    expected = pd.read_csv(reference[0] / "summary.csv", dtype={"run_key": str})
+    _same_numbers(summary, expected[expected["strategy"] == "block_shuffling"], ["run_key"])
