@@ -10,8 +10,10 @@ from raycell.core.config import OutputSettings, RaySettings, Strict, load_config
 
 # PDGrapher's nine chemical cell lines; the order fixes the cell-line embedding index.
 PDGRAPHER_CELL_LINES = ("A375", "A549", "BT20", "HELA", "HT29", "MCF7", "MDAMB231", "PC3", "VCAP")
-CHEMOE_MODELS = ("chemoe", "identity", "mean_shift", "ridge")
-MOL_ENCODERS = ("kpgt", "morgan")
+# The models of a grid (CheMoE and the baselines scored by the same evaluator) and the
+# molecule encoders: one definition each, the config's types.
+ModelName = Literal["chemoe", "identity", "mean_shift", "ridge"]
+MolEncoder = Literal["kpgt", "morgan"]
 FOLDS = range(5)  # CLI fold K is PDGrapher's split key K + 1
 
 
@@ -59,9 +61,9 @@ class ChemoeGrid(Strict):
 
     cell_lines: list[str] = Field(default_factory=list)
     folds: list[int] = Field(default_factory=lambda: [0], min_length=1)
-    models: list[Literal["chemoe", "identity", "mean_shift", "ridge"]] = Field(
+    models: list[ModelName] = Field(
         default_factory=lambda: ["chemoe"], min_length=1)
-    mol_encoder: Literal["kpgt", "morgan"] = "kpgt"
+    mol_encoder: MolEncoder = "kpgt"
 
     @model_validator(mode="after")
     def _valid(self) -> ChemoeGrid:

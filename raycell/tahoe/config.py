@@ -87,12 +87,13 @@ class WeightSettings(Strict):
 
 class StrategySettings(Strict):
     enabled: bool = True
-    block_size: int = Field(1, ge=1)
+    # None: the arm's own (16 for the block arms, 1 for the others), also when a config
+    # lists an arm with only some of its keys.
+    block_size: int | None = Field(None, ge=1)
 
 
 def _strategy_defaults() -> dict[str, StrategySettings]:
-    return {name: StrategySettings(block_size=DEFAULT_BLOCK if arm.blocked else 1)
-            for name, arm in ARMS.items()}
+    return {name: StrategySettings() for name in ARMS}
 
 
 class TahoeOutput(OutputSettings):
@@ -116,12 +117,16 @@ class TahoeConfig(Strict):
         if unknown:
             raise ValueError(f"unknown strategy {unknown[0]!r} (known: {', '.join(ARM_NAMES)})")
         for name, settings in self.strategies.items():
-            if not ARMS[name].blocked and settings.block_size != 1:
+            if not ARMS[name].blocked and settings.block_size not in (None, 1):
                 raise ValueError(f"strategies.{name}.block_size is {settings.block_size}, but "
                                  f"{name} reads single rows by definition (block size 1)")
-        # A config may list only some strategies; the rest keep their defaults.
-        merged = _strategy_defaults()
-        merged.update(self.strategies)
+        # A config may list only some strategies, each with only some keys; the rest
+        # keep their defaults.
+        merged = _strategy_defaults() | self.strategies
+        for name, settings in merged.items():
+            if settings.block_size is None:
+                merged[name] = settings.model_copy(
+                    update={"block_size": DEFAULT_BLOCK if ARMS[name].blocked else 1})
         object.__setattr__(self, "strategies", merged)
         return self
 

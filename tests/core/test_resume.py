@@ -229,3 +229,27 @@ def test_a_killed_worker_restarts_from_the_last_checkpoint(reference, tahoe_dir,
     summary = pd.read_csv(save / "summary.csv", dtype={"run_key": str})
     expected = pd.read_csv(reference[0] / "summary.csv", dtype={"run_key": str})
     _same_numbers(summary, expected[expected["strategy"] == "block_shuffling"], ["run_key"])
+
+
+def test_a_corrupt_checkpoint_is_one_clear_line_and_restart_recovers(tahoe_dir, tmp_path):
+    save = tmp_path / "out"
+    config = _tahoe_yaml(tmp_path / "c.yaml", tahoe_dir, save, 12)
+    args = ("tahoe", "--config", str(config), "--strategy", "random")
+    _kill_after(_start(*args, log=tmp_path / "killed.log"),
+                lambda: _latest_checkpoint_epoch(save) is not None)
+    snapshot = next((save / "ray").glob("*/checkpoint_manager_snapshot.json"))
+    latest = json.loads(snapshot.read_text())["latest_checkpoint_result"]["checkpoint_dir_name"]
+    state = snapshot.parent / latest / "state.pt"
+    state.write_bytes(state.read_bytes()[:1000])  # a disk that filled up mid-write
+
+    refused = run_cli(*args, timeout=300)
+    lines = refused.stderr.strip().splitlines()
+    assert refused.returncode == 2 and len(lines) == 1, refused.stderr[-2000:]
+    assert f"checkpoint {state.parent} of random-seed0 is corrupt" in lines[0]
+    assert "--restart" in lines[0]
+    assert not (save / "summary.csv").exists()
+
+    restarted = run_cli(*args, "--restart", timeout=600)
+    assert restarted.returncode == 0, restarted.stderr[-2000:]
+    assert "resuming" not in restarted.stdout + restarted.stderr
+    assert len(pd.read_csv(save / "summary.csv")) == 1

@@ -94,3 +94,11 @@ def test_a_single_row_arm_with_a_block_size_is_refused(name):
 def test_block_arms_take_any_block_size():
     cfg = load_tahoe_config("default", {"strategies.weighted_block.block_size": 4})
     assert cfg.strategies["weighted_block"].block_size == 4
+
+
+def test_an_arm_listed_with_some_keys_keeps_its_own_block_size(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("strategies:\n  block_shuffling: {enabled: true}\n  random: {enabled: true}\n")
+    cfg = load_tahoe_config(str(path))
+    assert cfg.strategies["block_shuffling"].block_size == 16  # not StrategySettings' 1
+    assert cfg.strategies["random"].block_size == 1
