@@ -1,6 +1,6 @@
 """Kill and resume on the demo config, as docs/resume.md reports it.
 
-    python docs/kill_and_resume.py OUT [--strategy NAME ...] [--chemoe]
+    python docs/kill_and_resume.py OUT [--strategy NAME ...] [--chemoe] [--all ROWS]
 
 For each strategy: an uninterrupted run, then the same command killed with SIGKILL
 (its whole process group) once its first epoch checkpoint is registered, then that
@@ -72,10 +72,11 @@ def largest_difference(a: pd.DataFrame, b: pd.DataFrame) -> float:
     return float(np.nanmax(np.abs(a[cols].to_numpy(float) - b[cols].to_numpy(float))))
 
 
-def mlflow_record(save: Path, metric: str) -> tuple[int, list[int]]:
+def mlflow_record(save: Path, metric: str, key: str) -> tuple[int, list[int]]:
+    """MLflow runs of run key ``key``, and the steps ``metric`` was logged at in it."""
     client = mlflow.MlflowClient(f"sqlite:///{save}/mlflow.db")
     runs = [r for e in client.search_experiments()
-            for r in client.search_runs([e.experiment_id]) if "run_key" in r.data.tags]
+            for r in client.search_runs([e.experiment_id], f"tags.run_key = '{key}'")]
     steps = sorted(m.step for m in client.get_metric_history(runs[0].info.run_id, metric))
     return len(runs), steps
 
@@ -89,12 +90,39 @@ def tahoe(out: Path, strategy: str) -> None:
     resumed = re.search(r"resuming at epoch (\d+) of (\d+)", log)
     _, again_seconds = cli(*base, "--save_dir", str(save))
     got, want = (pd.read_csv(p / "summary.csv") for p in (save, ref))
-    runs, steps = mlflow_record(save, "drug_macro_f1")
+    runs, steps = mlflow_record(save, "drug_macro_f1", str(got["run_key"].iloc[0]))
     print(f"{strategy}: killed after the epoch {epoch} checkpoint; rerun "
           f"{where(resumed)}"
           f" ({resume_seconds:.0f} s; uninterrupted {ref_seconds:.0f} s); largest metric "
           f"difference {largest_difference(got, want):.1e}; rows {len(got)}; MLflow runs {runs},"
           f" drug_macro_f1 logged at epochs {steps}; finished rerun {again_seconds:.1f} s")
+
+
+def whole_grid(out: Path, rows_before_kill: int) -> None:
+    """``--all`` killed once some arms have their rows: the rerun skips those."""
+    save = out / "all"
+    args = ("tahoe", "--config", "demo", "--all", "--save_dir", str(save))
+    started = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "raycell.cli", *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    summary = save / "summary.csv"
+    while not (summary.is_file() and len(pd.read_csv(summary)) >= rows_before_kill):
+        if proc.poll() is not None:
+            sys.exit("the grid ended before it could be killed")
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_after = time.perf_counter() - started
+    time.sleep(3)
+    log, rerun_seconds = cli(*args)
+    skipped = [line for line in log.splitlines() if line.startswith("skipped")]
+    rows = pd.read_csv(summary)
+    _, finished_seconds = cli(*args)
+    print(f"--all: killed after {killed_after:.0f} s with {rows_before_kill} rows; rerun skipped "
+          f"{len(skipped)}, resumed {'an interrupted run' if 'resuming at' in log else 'none'}, "
+          f"took {rerun_seconds:.0f} s; summary {len(rows)} rows, run keys unique: "
+          f"{rows['run_key'].is_unique}; finished grid rerun {finished_seconds:.1f} s")
 
 
 def chemoe(out: Path) -> None:
@@ -105,11 +133,11 @@ def chemoe(out: Path) -> None:
     log, resume_seconds = cli(*base, "--save_dir", str(save))
     resumed = re.search(r"resuming at epoch (\d+) of (\d+)", log)
     got, want = (pd.read_csv(p / "results.csv") for p in (save, ref))
-    key = got["run_key"].iloc[0]
+    key = got.set_index("model").loc["chemoe", "run_key"]
     with np.load(save / "runs" / key / "predictions.npz") as a, \
             np.load(ref / "runs" / key / "predictions.npz") as b:
         pred = float(np.abs(a["pred"] - b["pred"]).max())
-    runs, steps = mlflow_record(save, "train_loss")
+    runs, steps = mlflow_record(save, "train_loss", key)
     print(f"chemoe A549: killed after the epoch {epoch} checkpoint; rerun "
           f"{where(resumed)}"
           f" ({resume_seconds:.0f} s; uninterrupted {ref_seconds:.0f} s); largest test-metric "
@@ -122,9 +150,13 @@ if __name__ == "__main__":
     parser.add_argument("out", type=Path)
     parser.add_argument("--strategy", nargs="*", default=["block_shuffling", "ray_block_shuffle"])
     parser.add_argument("--chemoe", action="store_true")
+    parser.add_argument("--all", type=int, metavar="ROWS", dest="rows",
+                        help="also --all, killed once ROWS arms have finished")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     for name in args.strategy:
         tahoe(args.out.resolve(), name)
     if args.chemoe:
-        chemoe(args.out.resolve())
+        chemoe(args.out.resolve() / "second")
+    if args.rows:
+        whole_grid(args.out.resolve(), args.rows)
