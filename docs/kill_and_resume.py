@@ -13,7 +13,6 @@ time of rerunning the finished grid. The tests do the same on tiny data
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import signal
@@ -25,6 +24,8 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pandas as pd
+
+from raycell.core.grid import latest_checkpoint
 
 TIMING = {"train_seconds", "cells_per_s", "mlflow_run_id", "timestamp"}
 
@@ -39,11 +40,11 @@ def cli(*args: str) -> tuple[str, float]:
 
 
 def checkpointed(save: Path) -> int | None:
-    for snapshot in (save / "ray").glob("*/checkpoint_manager_snapshot.json"):
+    for train_dir in (save / "ray").glob("*/"):
         try:
-            latest = json.loads(snapshot.read_text())["latest_checkpoint_result"]
+            latest = latest_checkpoint(train_dir)
         except (ValueError, KeyError):
-            continue
+            continue  # being written
         if latest:
             return int(latest["metrics"]["epoch"])
     return None

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,19 +120,23 @@ def check_save_dir(save_dir: Path, workload: Workload, runs: list[GridRun],
         check_checkpoint(save_dir / "ray" / run.train_name(), run)
 
 
-def check_checkpoint(train_dir: Path, run: GridRun) -> None:
-    """The checkpoint a run would resume from must be readable (a torch zip archive)."""
-    import zipfile
-
+def latest_checkpoint(train_dir: Path) -> dict[str, Any] | None:
+    """Ray Train's record of a run's latest registered checkpoint (``checkpoint_dir_name``,
+    ``metrics``), None without one; ValueError, KeyError or TypeError if it is corrupt."""
     snapshot = train_dir / TRAIN_SNAPSHOT
     if not snapshot.is_file():
-        return
+        return None
+    return json.loads(snapshot.read_text())["latest_checkpoint_result"]
+
+
+def check_checkpoint(train_dir: Path, run: GridRun) -> None:
+    """The checkpoint a run would resume from must be readable (a torch zip archive)."""
     try:
-        latest = json.loads(snapshot.read_text())["latest_checkpoint_result"]
+        latest = latest_checkpoint(train_dir)
         state = train_dir / latest["checkpoint_dir_name"] / STATE_FILE if latest else None
     except (ValueError, KeyError, TypeError):
-        raise RaycellError(f"checkpoint record {snapshot} is corrupt: pass --restart to "
-                           f"train {run.name} from scratch") from None
+        raise RaycellError(f"checkpoint record {train_dir / TRAIN_SNAPSHOT} is corrupt: pass "
+                           f"--restart to train {run.name} from scratch") from None
     if state is None:
         return
     try:
@@ -208,9 +213,8 @@ def _tune(workload: Workload, todo: list[GridRun], save_dir: Path, settings: Ray
         run_config=tune.RunConfig(name=name, storage_path=str(save_dir / "tune"),
                                   callbacks=[recorder], verbose=1),
     )
-    results = tuner.fit()
-    recorder.close(failed=any(r.error is not None for r in results))
-    failed = [r for r in results if r.error is not None]
+    failed = [r for r in tuner.fit() if r.error is not None]
+    recorder.close(failed=bool(failed))
     if failed:
         raise RuntimeError(f"{len(failed)} of {len(todo)} runs failed; first: {failed[0].error}")
 

@@ -19,7 +19,7 @@ from mlflow.entities import Metric, Param, ViewType
 from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
-EPOCH_LOG = "epochs.csv"  # written by the worker skeleton (raycell/core/worker.py)
+from raycell.core.worker import EPOCH_LOG
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:

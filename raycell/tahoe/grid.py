@@ -29,7 +29,7 @@ def run_settings(cfg: TahoeConfig, strategy: str, seed: int) -> dict[str, Any]:
     payload = cfg.model_dump(exclude={"output", "strategies", "ray"})
     payload["training"].pop("seeds")
     payload["ray"] = numeric_ray_settings(cfg.ray)
-    if get_arm(strategy).kind != "ray_data":  # keeps the keys of existing scDataset rows
+    if get_arm(strategy).kind != "ray_data":  # Ray Data settings leave these arms' numbers alone
         payload.pop("ray_data")
     payload["strategy"] = {"name": strategy, **cfg.strategies[strategy].model_dump()}
     payload["seed"] = seed

@@ -95,26 +95,29 @@ def from_arrow(table: pa.Table, n_vars: int) -> SparseBatch:
 
 
 def row_groups(n: int, read_rows: int, block_size: int | None, seed: int, epoch: int,
-               rank: int = 0, world: int = 1) -> list[np.ndarray]:
-    """One rank's read tasks of an epoch, as sorted row groups of ``read_rows`` rows.
+               world: int = 1) -> list[list[np.ndarray]]:
+    """Every rank's read tasks of an epoch, as sorted row groups of ``read_rows`` rows.
 
-    Without ``block_size``: the rank's contiguous ``1/world`` of the rows, in order.
+    Without ``block_size``: each rank's contiguous ``1/world`` of the rows, in order.
     With it: blocks of ``block_size`` rows in an order drawn from (``seed``,
-    ``epoch``), the rank's ``1/world`` of that order, ``read_rows // block_size``
+    ``epoch``), each rank's ``1/world`` of that order, ``read_rows // block_size``
     blocks a task, each task's blocks sorted so adjacent ones read at once.
     """
     if block_size is None:
-        lo, hi = rank * n // world, (rank + 1) * n // world
-        return [np.arange(s, min(s + read_rows, hi)) for s in range(lo, hi, read_rows)]
-    starts = np.random.default_rng([seed, epoch]).permutation(np.arange(0, n, block_size))
-    starts = np.array_split(starts, world)[rank]
+        bounds = [(r * n // world, (r + 1) * n // world) for r in range(world)]
+        return [[np.arange(s, min(s + read_rows, hi)) for s in range(lo, hi, read_rows)]
+                for lo, hi in bounds]
+    order = np.random.default_rng([seed, epoch]).permutation(np.arange(0, n, block_size))
     per_task = max(1, read_rows // block_size)
-    groups = []
-    for i in range(0, starts.size, per_task):
-        chosen = np.sort(starts[i : i + per_task])
-        rows = (chosen[:, None] + np.arange(block_size)).ravel()
-        groups.append(rows[rows < n])
-    return groups
+    shares = []
+    for starts in np.array_split(order, world):
+        groups = []
+        for i in range(0, starts.size, per_task):
+            chosen = np.sort(starts[i : i + per_task])
+            rows = (chosen[:, None] + np.arange(block_size)).ravel()
+            groups.append(rows[rows < n])
+        shares.append(groups)
+    return shares
 
 
 class TahoeDatasource(Datasource):
@@ -162,8 +165,7 @@ def ray_data_epochs(split: TahoeSplit, labels: LabelSpace, arm, s):
     block = s.block_size if arm.blocked else None
 
     def epoch_batches(epoch: int) -> Iterator[SparseBatch]:
-        shares = [row_groups(len(split), s.read_rows, block, s.seed, epoch, r, s.world)
-                  for r in range(s.world)]
+        shares = row_groups(len(split), s.read_rows, block, s.seed, epoch, s.world)
         steps = min(-(-sum(g.size for g in groups) // s.batch_size) for groups in shares)
         batches = iter_sparse_batches(
             epoch_dataset(split, labels, shares[s.rank]), split.n_vars, s.batch_size,

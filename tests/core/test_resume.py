@@ -6,7 +6,6 @@ fresh CLI process that starts its own local Ray cluster."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -22,6 +21,7 @@ import psutil
 import pytest
 import yaml
 
+from raycell.core.grid import latest_checkpoint
 from tests.conftest import run_cli
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -48,9 +48,9 @@ def _start(*args: str, log: Path) -> subprocess.Popen:
 def _latest_checkpoint_epoch(save: Path) -> int | None:
     """The epoch of the newest checkpoint Ray Train has registered for any run in save."""
     epochs = []
-    for snapshot in (save / "ray").glob("*/checkpoint_manager_snapshot.json"):
+    for train_dir in (save / "ray").glob("*/"):
         try:
-            latest = json.loads(snapshot.read_text())["latest_checkpoint_result"]
+            latest = latest_checkpoint(train_dir)
         except (ValueError, KeyError):
             continue  # being written
         if latest:
@@ -237,9 +237,8 @@ def test_a_corrupt_checkpoint_is_one_clear_line_and_restart_recovers(tahoe_dir, 
     args = ("tahoe", "--config", str(config), "--strategy", "random")
     _kill_after(_start(*args, log=tmp_path / "killed.log"),
                 lambda: _latest_checkpoint_epoch(save) is not None)
-    snapshot = next((save / "ray").glob("*/checkpoint_manager_snapshot.json"))
-    latest = json.loads(snapshot.read_text())["latest_checkpoint_result"]["checkpoint_dir_name"]
-    state = snapshot.parent / latest / "state.pt"
+    train_dir = next((save / "ray").glob("*/"))
+    state = train_dir / latest_checkpoint(train_dir)["checkpoint_dir_name"] / "state.pt"
     state.write_bytes(state.read_bytes()[:1000])  # a disk that filled up mid-write
 
     refused = run_cli(*args, timeout=300)
