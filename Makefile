@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo demo-chemoe test test-fast lint clean
+.PHONY: demo demo-chemoe test test-fast lint clean system-packages docs-service
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,17 +21,26 @@ demo: $(STAMP)
 demo-chemoe: $(STAMP)
 	$(BIN)/raycell chemoe --config demo
 
-test: $(STAMP)
-	$(BIN)/ruff check raycell tests
+# Debian's prometheus and chromium for the service tests (apt-get as root).
+system-packages:
+	bash scripts/system-packages.sh
+
+test: $(STAMP) system-packages
+	$(BIN)/ruff check raycell tests jobs
 	$(BIN)/python -m pytest -q tests
 
-# Without the kill-and-resume tests (about 8 minutes less).
+# Without the kill-and-resume and service tests (slow-marked: about 16 minutes less).
 test-fast: $(STAMP)
-	$(BIN)/ruff check raycell tests
+	$(BIN)/ruff check raycell tests jobs
 	$(BIN)/python -m pytest -q -m "not slow" tests
 
+# Rewrites docs/mlflow-compare.png and docs/dashboard-queries.md from real services.
+docs-service: $(STAMP) system-packages
+	RAYCELL_DOCS_OUT=$(CURDIR)/docs $(BIN)/python -m pytest -q tests/service/test_mlflow_server.py \
+		tests/service/test_dashboards.py
+
 lint: $(STAMP)
-	$(BIN)/ruff check raycell tests
+	$(BIN)/ruff check raycell tests jobs
 
 clean:
 	rm -rf $(VENV) results data/demo

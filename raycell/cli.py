@@ -66,6 +66,13 @@ CHEMOE_OVERRIDES: dict[str, tuple[str, ...]] = {
 }
 
 
+# Path flags: flag -> whether it is read (so a job must find it). Keys of the config
+# whose relative defaults a job places under $RAYCELL_JOB_ROOT (core/jobs.py).
+TAHOE_PATHS = {"save_dir": False, "h5ad_dir": True, "drug_table": True}
+CHEMOE_PATHS = {"save_dir": False, "data": True, "kpgt_file": True}
+JOB_RELOCATED = ("output.save_dir", "data.synthetic.out_dir")
+
+
 class Parser(argparse.ArgumentParser):
     """argparse, but a usage mistake is one line (and exit code 2) like every other error."""
 
@@ -212,12 +219,27 @@ def overrides(args: argparse.Namespace, table: dict[str, tuple[str, ...]]) -> di
     return out
 
 
+def _load(args: argparse.Namespace, load, table: dict[str, tuple[str, ...]],
+          paths: dict[str, bool]):
+    """The command's config: file + flags; in a job (``jobs/``), with every path absolute
+    and outside the job's working directory."""
+    if not args.job:
+        return load(args.config, overrides(args, table))
+    from raycell.core.jobs import job_defaults, job_flag_path
+
+    for flag, read in paths.items():
+        if getattr(args, flag) is not None:
+            setattr(args, flag, job_flag_path(getattr(args, flag), flag, read))
+    given = overrides(args, table)
+    return load(args.config, given | job_defaults(load(args.config, given), JOB_RELOCATED))
+
+
 def _run_tahoe(args: argparse.Namespace) -> None:
     from raycell import load_tahoe_config, run_tahoe
 
     if args.strategy is None and not args.all:
         raise RaycellError("choose a strategy: --strategy NAME or --all")
-    cfg = load_tahoe_config(args.config, overrides(args, TAHOE_OVERRIDES))
+    cfg = _load(args, load_tahoe_config, TAHOE_OVERRIDES, TAHOE_PATHS)
     summary = run_tahoe(cfg, args.strategy, args.restart)  # None with --all: every enabled strategy
     from raycell.tahoe.tables import print_summary
 
@@ -282,7 +304,7 @@ def _spec_from_flags(model, base, args: argparse.Namespace):
 def _run_chemoe(args: argparse.Namespace) -> None:
     from raycell import load_chemoe_config, run_chemoe
 
-    cfg = load_chemoe_config(args.config, overrides(args, CHEMOE_OVERRIDES))
+    cfg = _load(args, load_chemoe_config, CHEMOE_OVERRIDES, CHEMOE_PATHS)
     rows = run_chemoe(cfg, args.restart)
     from raycell.chemoe.tables import print_chemoe
 
@@ -340,9 +362,12 @@ def _write_tahoe(args: argparse.Namespace) -> None:
     print(f"wrote {spec.plates} plates and drug_metadata.parquet to {out}")
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, job: bool = False) -> int:
+    """``job``: run as a ``ray job submit`` entry point (``jobs/``): paths are checked for
+    a job's temporary working directory (core/jobs.py)."""
     try:
         args = build_parser().parse_args(argv)
+        args.job = job
         args.func(args)
     except RaycellError as err:
         print(f"raycell: error: {err}", file=sys.stderr)

@@ -113,6 +113,8 @@ class ChemoePlan(Plan):
     the shuffling generator, so a resumed run ends with the same best model."""
 
     unit = "samples"
+    workload = "chemoe"
+    arm = "chemoe"  # baselines fit without workers
 
     def __init__(self, cfg: ChemoeConfig, samples: RunSamples):
         self.cfg, self.samples = cfg, samples
@@ -150,7 +152,9 @@ class ChemoePlan(Plan):
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
-            sums += np.array([loss.item(), mse.item(), aux.item()]) * len(y)
+            step = np.array([loss.item(), mse.item(), aux.item()])
+            sums += step * len(y)
+            ctx.progress.step(len(y), float(step[0]))
         return dict(zip(("train_loss", "train_mse", "train_aux"), sums, strict=True)), \
             self.per_rank
 

@@ -62,6 +62,9 @@ class Workload:
     metrics: frozenset[str]  # per-epoch result keys logged to MLflow
     params: dict[str, str] = field(default_factory=dict)  # the config, flattened
     extra_files: tuple[str, ...] = ()  # other per-run-key CSVs to forget on restart
+    # save_dir -> figures drawn from its results once the grid ends, also logged to the
+    # grid's MLflow parent run
+    figures: Callable[[Path], list[Path]] | None = None
 
 
 def run_folder(save_dir: Path, run: GridRun) -> Path:
@@ -184,6 +187,8 @@ def run_grid(workload: Workload, runs: list[GridRun], save_dir: Path, settings: 
                 f"{save_dir / workload.results_file}")
     if todo:
         _tune(workload, todo, save_dir, settings, experiment_name, shared, uri)
+    elif workload.figures:
+        workload.figures(save_dir)
     rows = pd.read_csv(save_dir / workload.results_file, dtype={"run_key": str})
     return rows[rows["run_key"].isin([run.key for run in runs])].reset_index(drop=True)
 
@@ -214,6 +219,8 @@ def _tune(workload: Workload, todo: list[GridRun], save_dir: Path, settings: Ray
                                   callbacks=[recorder], verbose=1),
     )
     failed = [r for r in tuner.fit() if r.error is not None]
+    if workload.figures and not failed:
+        recorder.log_figures(workload.figures(save_dir))
     recorder.close(failed=bool(failed))
     if failed:
         raise RuntimeError(f"{len(failed)} of {len(todo)} runs failed; first: {failed[0].error}")

@@ -45,9 +45,12 @@ def tracking_uri(save_dir: Path) -> str:
 
 
 def experiment_id(uri: str, name: str, save_dir: Path) -> str:
-    """Get or create an MLflow experiment with an absolute artifact location.
+    """Get or create an MLflow experiment.
 
-    Without one, artifacts logged from Ray workers land in Ray's temporary session folder.
+    A local store gets an absolute artifact location beside the results (without one,
+    artifacts land in the working directory: Ray's session folder, a job's temporary
+    copy). A tracking server keeps its own (``--artifacts-destination``, on the
+    cluster's shared storage) and takes artifacts over HTTP.
     """
     from mlflow.tracking import MlflowClient
 
@@ -55,5 +58,7 @@ def experiment_id(uri: str, name: str, save_dir: Path) -> str:
     found = client.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
+    if uri.startswith(("http://", "https://")):
+        return client.create_experiment(name)
     artifacts = (save_dir.resolve() / "mlartifacts").as_uri()
     return client.create_experiment(name, artifact_location=artifacts)

@@ -131,6 +131,12 @@ class GridRecorder(Callback):
             self._log_epoch(key, {**self.last[key], "epoch": 0})
         summary, folder = self.summarize(key)
         self.client.log_dict(run_id, summary, "summary.json")
+        # Where the run's checkpoints are (Ray Train's run folder, on shared storage):
+        # listed, not copied, since a checkpoint is the size of the model and optimizer.
+        train_dir = Path(trial.config["storage"]) / trial.config["run"]["train_name"]
+        checkpoints = sorted(str(p) for p in train_dir.glob("checkpoint_*") if p.is_dir())
+        self.client.log_dict(run_id, {"train_dir": str(train_dir), "checkpoints": checkpoints},
+                             "checkpoints.json")
         if folder.is_dir():
             self.client.log_artifacts(run_id, str(folder))
         self.client.set_terminated(run_id, "FINISHED")
@@ -140,6 +146,11 @@ class GridRecorder(Callback):
         run_id = self.runs.get(trial.config["run"]["key"])
         if run_id is not None:  # kept: a rerun of the grid continues it
             self.client.set_terminated(run_id, "FAILED")
+
+    def log_figures(self, paths: list[Path]) -> None:
+        """The grid's figures, on the parent run: one place to see the comparison."""
+        for path in paths:
+            self.client.log_artifact(self.parent, str(path), "figures")
 
     def close(self, failed: bool) -> None:
         self.client.set_terminated(self.parent, "FAILED" if failed else "FINISHED")

@@ -29,6 +29,7 @@ import ray.train.torch
 import torch
 import torch.distributed as dist
 
+from raycell.core.metrics import Progress
 from raycell.core.rows import upsert
 
 STATE_FILE = "state.pt"  # the skeleton's part of every checkpoint
@@ -40,6 +41,7 @@ class WorkerContext:
     rank: int
     world: int
     device: torch.device
+    progress: Progress  # live figures for Prometheus: call ``step`` after every batch
 
     def ddp(self, model: torch.nn.Module, **ddp_kwargs: Any) -> torch.nn.Module:
         """The model wrapped for data-parallel training (itself on one rank)."""
@@ -52,6 +54,8 @@ class Plan(ABC):
 
     epochs: int
     unit: str  # what is counted: "cells" reports cells_per_s
+    workload: str  # "tahoe", "chemoe": tags the live metrics
+    arm: str  # the strategy or model of this run: tags the live metrics
 
     @abstractmethod
     def build(self, ctx: WorkerContext) -> None:
@@ -110,8 +114,9 @@ def fit(plan: Plan, run_dir: str | Path, name: str) -> None:
     """Run ``plan`` inside a Ray Train worker, from the last checkpoint if there is one."""
     run_dir = Path(run_dir)
     ctx = ray.train.get_context()
-    worker = WorkerContext(ctx.get_world_rank(), ctx.get_world_size(),
-                           ray.train.torch.get_device())
+    rank = ctx.get_world_rank()
+    worker = WorkerContext(rank, ctx.get_world_size(), ray.train.torch.get_device(),
+                           Progress(plan.workload, name, plan.arm, rank, plan.unit))
     plan.build(worker)
     start, train_seconds = 1, 0.0
     checkpoint = ray.train.get_checkpoint()
@@ -127,6 +132,7 @@ def fit(plan: Plan, run_dir: str | Path, name: str) -> None:
                   f"{saved['epoch']} checkpoint", flush=True)
 
     for epoch in range(start, plan.epochs + 1):
+        worker.progress.epoch(epoch)
         started = time.perf_counter()
         sums, items = plan.train_epoch(epoch)
         elapsed = time.perf_counter() - started

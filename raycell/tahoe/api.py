@@ -64,13 +64,10 @@ def run_tahoe(config: TahoeConfig | str, strategies: Sequence[str] | None = None
     """
     cfg = config if isinstance(config, TahoeConfig) else load_tahoe_config(config)
     names = check_strategies(cfg, strategies)
-    save_dir = results_dir(cfg.output.save_dir)
+    results_dir(cfg.output.save_dir)  # a save_dir that is a file: refused before Ray starts
 
     from raycell.tahoe.grid import tahoe_grid
     from raycell.tahoe.inputs import load_tahoe_inputs
-    from raycell.tahoe.plots import write_figures
 
     inputs = load_tahoe_inputs(cfg)  # validates every input before anything is written
-    summary = tahoe_grid(cfg, inputs, names, restart)
-    write_figures(save_dir)
-    return summary
+    return tahoe_grid(cfg, inputs, names, restart)  # figures: written by the grid

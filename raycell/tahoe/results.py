@@ -5,6 +5,12 @@ Re-running a config replaces its rows instead of duplicating them.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from raycell.core.errors import RaycellError
 from raycell.tahoe.labels import TASKS
 
 # Per task: macro and weighted F1 with sklearn's (and the seed's) semantics, accuracy, and
@@ -34,3 +40,40 @@ def summary_row(strategy: str, seed: int, run_key: str, last: dict) -> dict:
         if col not in row:
             row[col] = last[col]
     return {c: row[c] for c in SUMMARY_COLUMNS}
+
+
+@dataclass(frozen=True)
+class TahoeResults:
+    summary: pd.DataFrame  # one row per finished (strategy, seed)
+    curves: pd.DataFrame  # one row per (strategy, seed, epoch)
+
+
+def load_tahoe_results(save_dir: str | Path) -> TahoeResults:
+    """A Tahoe results folder's tables, as the plots and a notebook take them.
+
+    Parameters
+    ----------
+    save_dir : str or Path
+        A folder ``raycell tahoe`` (or a ``jobs/tahoe_grid.py`` job) wrote.
+
+    Returns
+    -------
+    TahoeResults
+        ``summary`` (summary.csv) and ``curves`` (curves.csv).
+
+    Raises
+    ------
+    RaycellError
+        The folder has no results, or a table lacks a column raycell writes.
+    """
+    folder = Path(save_dir).expanduser().resolve()
+    tables = {}
+    for name, columns in (("summary", SUMMARY_COLUMNS), ("curves", CURVE_COLUMNS)):
+        path = folder / f"{name}.csv"
+        if not path.is_file():
+            raise RaycellError(f"{folder} holds no Tahoe results ({path.name} is missing)")
+        tables[name] = pd.read_csv(path, dtype={"run_key": str})
+        missing = [c for c in columns if c not in tables[name]]
+        if missing:
+            raise RaycellError(f"{path} lacks column {missing[0]!r}")
+    return TahoeResults(**tables)

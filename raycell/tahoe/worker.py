@@ -27,15 +27,17 @@ from raycell.tahoe.sparse import TahoeRows
 
 class TahoePlan(Plan):
     unit = "cells"
+    workload = "tahoe"
 
     def __init__(self, cfg: TahoeConfig, strategy: str, seed: int, inputs: TahoeInputs):
         self.cfg, self.strategy, self.seed, self.inputs = cfg, strategy, seed, inputs
+        self.arm = strategy
         self.epochs = cfg.training.num_epochs
         self.sizes = inputs.labels.sizes()
 
     def build(self, ctx: WorkerContext) -> None:
         cfg, inputs = self.cfg, self.inputs
-        self.device = ctx.device
+        self.device, self.progress = ctx.device, ctx.progress
         torch.manual_seed(self.seed)
         self.model = MultiTaskLinear(inputs.train.n_vars, self.sizes).to(ctx.device)
         self.ddp_model = ctx.ddp(self.model)
@@ -62,8 +64,10 @@ class TahoePlan(Plan):
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
-            loss_sum += loss.item() * len(y)
+            step_loss = loss.item()
+            loss_sum += step_loss * len(y)
             cells += len(y)
+            self.progress.step(len(y), step_loss)
         return {"train_loss": loss_sum}, cells
 
     def evaluate(self, epoch: int) -> dict[str, float]:

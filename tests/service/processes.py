@@ -1,0 +1,160 @@
+"""Real service processes for the service tests, each on its own loopback ports and temp
+folder, each started in its own session so that stopping its process group stops it
+and nothing else (never ``ray stop``: it stops every Ray of the user)."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(check, timeout: float, what: str, proc: subprocess.Popen | None = None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{what}: the process exited with {proc.returncode}")
+        try:
+            value = check()
+            if value:
+                return value
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"{what}: not ready after {timeout:.0f} s")
+
+
+def http_json(url: str, data: dict | None = None, headers: dict | None = None):
+    body = None if data is None else json.dumps(data).encode()
+    request = urllib.request.Request(url, body, {"Content-Type": "application/json",
+                                                 **(headers or {})})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def stop_group(proc: subprocess.Popen, grace: float = 20) -> None:
+    """SIGTERM to the process group this test started, SIGKILL after ``grace`` seconds."""
+    if proc.poll() is not None:
+        return
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def group_alive(pgid: int, settle: float = 15) -> list[int]:
+    """PIDs still running in a process group (zombies not counted), after up to ``settle``
+    seconds for the group to wind down: what stopping it left behind."""
+    def running() -> list[int]:
+        alive = []
+        for entry in Path("/proc").iterdir():
+            try:
+                if entry.name.isdigit() and os.getpgid(int(entry.name)) == pgid and \
+                        "State:\tZ" not in (entry / "status").read_text():
+                    alive.append(int(entry.name))
+            except (ProcessLookupError, PermissionError, FileNotFoundError):
+                pass
+        return alive
+
+    deadline = time.monotonic() + settle
+    while (alive := running()) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return alive
+
+
+@dataclass
+class RayHead:
+    address: str  # the dashboard's HTTP address: what `ray job submit --address` takes
+    temp_dir: Path
+    metrics_port: int
+    env: dict[str, str]  # what a client of this cluster needs (auth mode and token)
+    proc: subprocess.Popen
+
+    def api(self, path: str):
+        """The dashboard's REST API (jobs, ...), with this cluster's token."""
+        return http_json(f"{self.address}{path}",
+                         headers={"Authorization": f"Bearer {self.env['RAY_AUTH_TOKEN']}"})
+
+
+@contextmanager
+def ray_head(tmp: Path, num_cpus: int = 8) -> Iterator[RayHead]:
+    """``ray start --head --block`` with token auth on, every port free and on loopback."""
+    ports = {name: free_port() for name in
+             ("port", "dashboard-port", "dashboard-agent-listen-port", "dashboard-agent-grpc-port",
+              "metrics-export-port", "ray-client-server-port", "node-manager-port",
+              "object-manager-port", "runtime-env-agent-port")}
+    temp_dir = tmp / "ray"  # short: Ray's socket paths must stay under 107 characters
+    # Jobs' entrypoints run `python` from the head's PATH: this venv's, as on a cluster node.
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32),
+           "RAY_USAGE_STATS_ENABLED": "0", "PATH": f"{BIN}:{os.environ['PATH']}"}
+    env.pop("RAY_ADDRESS", None)
+    args = [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
+            "--dashboard-host=127.0.0.1", f"--temp-dir={temp_dir}", f"--num-cpus={num_cpus}",
+            "--num-gpus=0", "--disable-usage-stats", "--include-dashboard=true",
+            *(f"--{name}={port}" for name, port in ports.items())]
+    log = open(tmp / "ray-head.log", "w")  # noqa: SIM115 (closed below)
+    proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    address = f"http://127.0.0.1:{ports['dashboard-port']}"
+    head = RayHead(address, temp_dir, ports["metrics-export-port"],
+                   {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": env["RAY_AUTH_TOKEN"]}, proc)
+    try:
+        wait_for(lambda: head.api("/api/version"), 120, "ray head dashboard", proc)
+        # The job agent comes up after the dashboard: wait until it takes submissions.
+        wait_for(lambda: head.api("/api/jobs/") is not None, 60, "ray job agent", proc)
+        yield head
+    finally:
+        stop_group(proc)
+        log.close()
+
+
+@dataclass
+class MlflowServer:
+    uri: str
+    proc: subprocess.Popen
+
+
+@contextmanager
+def mlflow_server(tmp: Path) -> Iterator[MlflowServer]:
+    """``mlflow server`` on a free loopback port, sqlite store and artifacts under ``tmp``."""
+    port = free_port()
+    (tmp / "artifacts").mkdir(parents=True, exist_ok=True)
+    args = [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+            "--backend-store-uri", f"sqlite:///{tmp / 'mlflow.db'}",
+            "--artifacts-destination", str(tmp / "artifacts"), "--workers", "1"]
+    log = open(tmp / "mlflow-server.log", "w")  # noqa: SIM115 (closed below)
+    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                            env={**os.environ, "MLFLOW_TRACKING_URI": ""})
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: urllib.request.urlopen(f"{uri}/health", timeout=5).status == 200, 120,
+                 "mlflow server", proc)
+        yield MlflowServer(uri, proc)
+    finally:
+        stop_group(proc)
+        log.close()

@@ -1,0 +1,150 @@
+"""`ray job submit` of raycell's jobs/ entry points to a real local head.
+
+The head is `ray start --head` on loopback ports with token auth, in its own temp dir
+and process group; the module stops that cluster, and only that one, at the end.
+Jobs go through the `ray job` CLI with a working_dir, as a user submits them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import time
+
+import mlflow
+import pandas as pd
+import pytest
+
+from raycell.tahoe.labels import TASKS
+from raycell.tahoe.results import TASK_METRICS
+from tests.conftest import run_cli
+from tests.service.processes import BIN, REPO, group_alive, ray_head
+
+pytestmark = [pytest.mark.service, pytest.mark.slow]
+
+TINY_TAHOE = ["--config", "default", "--train_plates", "1", "2", "--test_plates", "3",
+              "--batch_size", "16", "--fetch_factor", "4", "--num_workers", "0",
+              "--epochs", "2", "--learning_rate", "0.02"]
+# Every score of the summary: the job and the direct run must agree on all of them.
+METRICS = [f"{t}_{m}" for t in TASKS for m in TASK_METRICS]
+
+
+@pytest.fixture(scope="module")
+def head(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("head")
+    with ray_head(tmp) as started:
+        yield started
+    assert started.proc.poll() is not None
+    assert group_alive(started.proc.pid) == []  # the whole cluster is gone
+
+
+def submit(head, job_id: str, entrypoint: list[str], env_vars: dict[str, str]) -> None:
+    """`ray job submit` from the repository, as a user submits (the CLI, a working_dir)."""
+    env = {**os.environ, **head.env}
+    env.pop("RAY_ADDRESS", None)
+    done = subprocess.run(
+        [str(BIN / "ray"), "job", "submit", "--address", head.address, "--no-wait",
+         "--submission-id", job_id, "--working-dir", str(REPO),
+         "--runtime-env-json", json.dumps({"env_vars": env_vars}), "--", "python", *entrypoint],
+        capture_output=True, text=True, env=env, timeout=120, cwd=REPO)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def wait_job(head, job_id: str, timeout: float = 600) -> tuple[str, str]:
+    """Poll the job's status until it ends; (final status, its logs)."""
+    deadline = time.monotonic() + timeout
+    status = None
+    while time.monotonic() < deadline:
+        status = head.api(f"/api/jobs/{job_id}")["status"]
+        if status in ("SUCCEEDED", "FAILED", "STOPPED"):
+            return status, head.api(f"/api/jobs/{job_id}/logs")["logs"]
+        time.sleep(2)
+    raise TimeoutError(f"job {job_id} still {status} after {timeout} s")
+
+
+@pytest.fixture(scope="module")
+def tahoe_job(head, tahoe_dir, tmp_path_factory):
+    save = tmp_path_factory.mktemp("tahoe-job") / "results"
+    submit(head, "tahoe-tiny", ["jobs/tahoe_grid.py", *TINY_TAHOE, "--h5ad_dir", str(tahoe_dir),
+                                "--strategy", "block_shuffling", "ray_block_shuffle",
+                                "--save_dir", str(save)],
+           {"MLFLOW_TRACKING_URI": f"sqlite:///{save}/mlflow.db"})
+    status, logs = wait_job(head, "tahoe-tiny")
+    return status, logs, save
+
+
+def test_a_tahoe_job_succeeds_and_writes_its_rows_and_mlflow_runs(tahoe_job):
+    status, logs, save = tahoe_job
+    assert status == "SUCCEEDED", logs[-3000:]
+    summary = pd.read_csv(save / "summary.csv")
+    assert sorted(summary["run_name"]) == ["block_shuffling-seed0", "ray_block_shuffle-seed0"]
+    assert (summary["epochs"] == 2).all()
+    assert "macro F1 per task" in logs  # the job's log ends with raycell's table
+    client = mlflow.MlflowClient(f"sqlite:///{save}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("raycell-tahoe").experiment_id])
+    children = [r for r in runs if "run_key" in r.data.tags]
+    assert sorted(r.info.run_id for r in children) == sorted(summary["mlflow_run_id"])
+    assert all(r.info.status == "FINISHED" for r in runs) and len(runs) == 3
+
+
+def test_the_job_gives_the_rows_of_the_same_command_run_directly(tahoe_job, tahoe_dir,
+                                                                  tmp_path):
+    _, _, save = tahoe_job
+    direct = run_cli("tahoe", *TINY_TAHOE, "--h5ad_dir", str(tahoe_dir), "--strategy",
+                     "block_shuffling", "ray_block_shuffle", "--save_dir", str(tmp_path),
+                     timeout=600)
+    assert direct.returncode == 0, direct.stderr[-3000:]
+    job = pd.read_csv(save / "summary.csv").set_index("strategy").sort_index()
+    here = pd.read_csv(tmp_path / "summary.csv").set_index("strategy").sort_index()
+    assert list(job["run_key"]) == list(here["run_key"])  # the same settings
+    for column in METRICS:
+        assert job[column].to_numpy() == pytest.approx(here[column].to_numpy(), abs=1e-6)
+
+
+def test_a_chemoe_job_succeeds_with_its_baseline_scored_beside_it(head, pdgrapher_dir, tmp_path):
+    save = tmp_path / "results"
+    submit(head, "chemoe-tiny",
+           ["jobs/chemoe_grid.py", "--data", str(pdgrapher_dir), "--cell_line", "A549",
+            "--fold", "0", "--model", "chemoe", "mean_shift", "--epochs", "2", "--eval_every",
+            "1", "--embed_dim", "8", "--batch_size", "16", "--save_dir", str(save)],
+           {"MLFLOW_TRACKING_URI": f"sqlite:///{save}/mlflow.db"})
+    status, logs = wait_job(head, "chemoe-tiny")
+    assert status == "SUCCEEDED", logs[-3000:]
+    rows = pd.read_csv(save / "results.csv")
+    assert sorted(rows["model"]) == ["chemoe", "mean_shift"]
+    assert rows["r2_top20"].between(0, 1).all()
+    client = mlflow.MlflowClient(f"sqlite:///{save}/mlflow.db")
+    experiment = client.get_experiment_by_name("raycell-chemoe").experiment_id
+    assert len(client.search_runs([experiment], "tags.run_key != ''")) == 2
+
+
+def test_relative_paths_from_the_config_go_under_the_job_root(head, tahoe_dir, tmp_path):
+    submit(head, "tahoe-root", ["jobs/tahoe_grid.py", *TINY_TAHOE, "--epochs", "1",
+                                "--h5ad_dir", str(tahoe_dir), "--strategy", "streaming"],
+           {"RAYCELL_JOB_ROOT": str(tmp_path)})
+    status, logs = wait_job(head, "tahoe-root")
+    assert status == "SUCCEEDED", logs[-3000:]
+    # The default config's save_dir (results/tahoe), under the root, MLflow beside it.
+    assert (tmp_path / "results" / "tahoe" / "summary.csv").is_file()
+    assert (tmp_path / "results" / "tahoe" / "mlflow.db").is_file()
+
+
+@pytest.mark.parametrize("args, culprit", [
+    (["--config", "nonexistent"], "config 'nonexistent' is neither a file"),
+    (["--save_dir", "results/relative"], "--save_dir results/relative is relative"),
+    (["--h5ad_dir", "/nonexistent/tahoe"], "--h5ad_dir /nonexistent/tahoe does not exist"),
+    (["--config", "demo"], "output.save_dir results/tahoe-demo is relative and "
+                           "RAYCELL_JOB_ROOT is not set"),
+])
+def test_a_bad_job_fails_at_once_with_one_clear_line(head, args, culprit):
+    job_id = "bad-" + re.sub(r"\W+", "-", " ".join(args)).strip("-")
+    started = time.monotonic()
+    submit(head, job_id, ["jobs/tahoe_grid.py", *args], {})
+    status, logs = wait_job(head, job_id, timeout=120)
+    assert status == "FAILED"
+    errors = [line for line in logs.splitlines() if line.startswith("raycell: error:")]
+    assert len(errors) == 1 and culprit in errors[0], logs
+    assert "Traceback" not in logs
+    assert time.monotonic() - started < 60  # before Ray, data or MLflow start
