@@ -66,11 +66,13 @@ CHEMOE_OVERRIDES: dict[str, tuple[str, ...]] = {
 }
 
 
-# Path flags: flag -> whether it is read (so a job must find it). Keys of the config
-# whose relative defaults a job places under $RAYCELL_JOB_ROOT (core/jobs.py).
+# Path flags: flag -> whether it is read (so a job must find it). Then the config keys
+# whose relative defaults a job places under $RAYCELL_JOB_ROOT (core/jobs.py), each with
+# the key that leaves it unused.
 TAHOE_PATHS = {"save_dir": False, "h5ad_dir": True, "drug_table": True}
 CHEMOE_PATHS = {"save_dir": False, "data": True, "kpgt_file": True}
-JOB_RELOCATED = ("output.save_dir", "data.synthetic.out_dir")
+TAHOE_RELOCATED = {"output.save_dir": None, "data.synthetic.out_dir": "data.h5ad_dir"}
+CHEMOE_RELOCATED = {"output.save_dir": None, "data.synthetic.out_dir": "data.dir"}
 
 
 class Parser(argparse.ArgumentParser):
@@ -220,7 +222,7 @@ def overrides(args: argparse.Namespace, table: dict[str, tuple[str, ...]]) -> di
 
 
 def _load(args: argparse.Namespace, load, table: dict[str, tuple[str, ...]],
-          paths: dict[str, bool]):
+          paths: dict[str, bool], relocated: dict[str, str | None]):
     """The command's config: file + flags; in a job (``jobs/``), with every path absolute
     and outside the job's working directory."""
     if not args.job:
@@ -231,7 +233,7 @@ def _load(args: argparse.Namespace, load, table: dict[str, tuple[str, ...]],
         if getattr(args, flag) is not None:
             setattr(args, flag, job_flag_path(getattr(args, flag), flag, read))
     given = overrides(args, table)
-    return load(args.config, given | job_defaults(load(args.config, given), JOB_RELOCATED))
+    return load(args.config, given | job_defaults(load(args.config, given), relocated))
 
 
 def _run_tahoe(args: argparse.Namespace) -> None:
@@ -239,7 +241,7 @@ def _run_tahoe(args: argparse.Namespace) -> None:
 
     if args.strategy is None and not args.all:
         raise RaycellError("choose a strategy: --strategy NAME or --all")
-    cfg = _load(args, load_tahoe_config, TAHOE_OVERRIDES, TAHOE_PATHS)
+    cfg = _load(args, load_tahoe_config, TAHOE_OVERRIDES, TAHOE_PATHS, TAHOE_RELOCATED)
     summary = run_tahoe(cfg, args.strategy, args.restart)  # None with --all: every enabled strategy
     from raycell.tahoe.tables import print_summary
 
@@ -304,7 +306,8 @@ def _spec_from_flags(model, base, args: argparse.Namespace):
 def _run_chemoe(args: argparse.Namespace) -> None:
     from raycell import load_chemoe_config, run_chemoe
 
-    cfg = _load(args, load_chemoe_config, CHEMOE_OVERRIDES, CHEMOE_PATHS)
+    cfg = _load(args, load_chemoe_config, CHEMOE_OVERRIDES, CHEMOE_PATHS,
+                CHEMOE_RELOCATED)
     rows = run_chemoe(cfg, args.restart)
     from raycell.chemoe.tables import print_chemoe
 

@@ -49,12 +49,15 @@ def _get(cfg: Any, dotted: str) -> Any:
     return cfg
 
 
-def job_defaults(cfg: Any, keys: tuple[str, ...]) -> dict[str, str]:
-    """Overrides that move the config's relative ``keys`` under ``$RAYCELL_JOB_ROOT``."""
+def job_defaults(cfg: Any, keys: dict[str, str | None]) -> dict[str, str]:
+    """Overrides that move the config's relative paths under ``$RAYCELL_JOB_ROOT``.
+
+    ``keys``: dotted key -> the key that makes it unused when set (the demo data's folder
+    is unused once a data path is given), or None."""
     moved = {}
-    for key in keys:
+    for key, unused_with in keys.items():
         value = _get(cfg, key)
-        if value is None:
+        if value is None or (unused_with and _get(cfg, unused_with) is not None):
             continue
         if Path(value).expanduser().is_absolute():
             _outside_working_dir(Path(value).expanduser().resolve(), key, value)

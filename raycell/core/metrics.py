@@ -37,15 +37,22 @@ class Progress:
         self.since, self.items, self.loss_sum = now, 0, 0.0
 
     def epoch(self, epoch: int) -> None:
+        """An epoch starts: the window restarts (evaluation time is not training time)."""
         self.epoch_now.set(epoch)
         self._reset(time.perf_counter())
 
     def step(self, items: int, loss: float) -> None:
         self.items += items
         self.loss_sum += loss * items
+        if time.perf_counter() - self.since >= INTERVAL:
+            self.flush()
+
+    def flush(self) -> None:
+        """Publish the window so far; the skeleton calls it at the end of every epoch, so
+        epochs shorter than ``INTERVAL`` are seen too."""
         now = time.perf_counter()
-        if now - self.since >= INTERVAL:
+        if self.items and now > self.since:
             self.rate.set(self.items / (now - self.since))
-            self.loss.set(self.loss_sum / max(self.items, 1))
+            self.loss.set(self.loss_sum / self.items)
             self.items_total.inc(self.items)
-            self._reset(now)
+        self._reset(now)

@@ -136,6 +136,7 @@ def fit(plan: Plan, run_dir: str | Path, name: str) -> None:
         started = time.perf_counter()
         sums, items = plan.train_epoch(epoch)
         elapsed = time.perf_counter() - started
+        worker.progress.flush()
         totals = all_reduce(np.array([items, *sums.values()], dtype=np.float64))
         # Throughput of the whole run: every rank's items over the slowest rank's time.
         elapsed = float(all_reduce(np.array([elapsed]), "max")[0])

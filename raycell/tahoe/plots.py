@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+# No backend forced: matplotlib falls back to Agg without a display (clusters, CI), and a
+# notebook keeps its inline backend, so the same functions draw there.
+import matplotlib.pyplot as plt
+import pandas as pd
 
-matplotlib.use("Agg")  # files only; no display on clusters or CI
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from raycell.tahoe.labels import TASKS  # noqa: E402
+from raycell.tahoe.labels import TASKS
 
 
 def plot_comparison(summary: pd.DataFrame, title: str = "Strategy comparison"):

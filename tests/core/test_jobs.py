@@ -32,12 +32,16 @@ def test_a_missing_input_is_refused_and_an_output_need_not_exist(tmp_path, monke
 def test_relative_defaults_move_under_the_job_root(tmp_path, monkeypatch):
     cfg = load_tahoe_config("demo")
     monkeypatch.setenv(JOB_ROOT, str(tmp_path))
-    moved = job_defaults(cfg, ("output.save_dir", "data.synthetic.out_dir", "data.h5ad_dir"))
+    keys = {"output.save_dir": None, "data.synthetic.out_dir": "data.h5ad_dir"}
+    moved = job_defaults(cfg, keys)
     assert moved == {"output.save_dir": str(tmp_path / "results/tahoe-demo"),
                      "data.synthetic.out_dir": str(tmp_path / "data/demo/tahoe")}
+    # Given plates, the demo data's folder is unused: left as it is.
+    with_plates = load_tahoe_config("demo", {"data.h5ad_dir": "/data/tahoe"})
+    assert job_defaults(with_plates, keys) == {"output.save_dir": moved["output.save_dir"]}
     monkeypatch.setenv(JOB_ROOT, "relative/root")
     with pytest.raises(RaycellError, match="must be an absolute path"):
-        job_defaults(cfg, ("output.save_dir",))
+        job_defaults(cfg, {"output.save_dir": None})
 
 
 def test_without_a_job_root_a_relative_default_is_one_clear_line(monkeypatch, capsys):
