@@ -110,8 +110,10 @@ def ray_head(tmp: Path, num_cpus: int = 8) -> Iterator[RayHead]:
               "object-manager-port", "runtime-env-agent-port")}
     temp_dir = tmp / "ray"  # short: Ray's socket paths must stay under 107 characters
     # Jobs' entrypoints run `python` from the head's PATH: this venv's, as on a cluster node.
+    # DASHBOARD_METRIC_PORT: the dashboard's own metrics, on a fixed port unless told.
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32),
-           "RAY_USAGE_STATS_ENABLED": "0", "PATH": f"{BIN}:{os.environ['PATH']}"}
+           "RAY_USAGE_STATS_ENABLED": "0", "PATH": f"{BIN}:{os.environ['PATH']}",
+           "DASHBOARD_METRIC_PORT": str(free_port())}
     env.pop("RAY_ADDRESS", None)
     args = [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
             "--dashboard-host=127.0.0.1", f"--temp-dir={temp_dir}", f"--num-cpus={num_cpus}",

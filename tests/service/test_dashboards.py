@@ -54,7 +54,13 @@ def scraped(tmp_path_factory):
                 "session_*/prom_metrics_service_discovery.json"), None), 60, "discovery file")
             config = yaml.safe_load((REPO / "dashboards" / "prometheus.yml").read_text())
             config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
-            config["scrape_configs"][0]["file_sd_configs"][0]["files"] = [str(discovery)]
+            scrape = config["scrape_configs"][0]
+            scrape["file_sd_configs"][0]["files"] = [str(discovery)]
+            # Ray lists this machine's interface address; a one-machine cluster is
+            # scraped over loopback (same ports), so no traffic leaves 127.0.0.1.
+            scrape["relabel_configs"] = [{"source_labels": ["__address__"],
+                                          "regex": "[^:]+:(\\d+)", "target_label": "__address__",
+                                          "replacement": "127.0.0.1:$1"}]
             (tmp / "prometheus.yml").write_text(yaml.safe_dump(config))
             port = free_port()
             binary = shutil.which("prometheus")
@@ -94,7 +100,9 @@ def query_range(url: str, expr: str, start: float, end: float) -> dict:
 def test_prometheus_finds_the_cluster_through_rays_discovery_file(scraped):
     url, *_ = scraped
     targets = http_json(f"{url}/api/v1/targets")["data"]["activeTargets"]
-    assert targets and all(t["health"] == "up" for t in targets)
+    assert len(targets) == 3  # the node's metrics agent, the autoscaler, the dashboard
+    assert all(t["health"] == "up" and t["scrapeUrl"].startswith("http://127.0.0.1:")
+               for t in targets), targets
 
 
 def test_every_dashboard_query_returns_data(scraped):

@@ -34,7 +34,7 @@ def recorded(tahoe_dir, tmp_path_factory):
              "--epochs", str(EPOCHS), "--seed", "0", "1", "--strategy", *STRATEGIES,
              "--save_dir", str(save)],
             capture_output=True, text=True, env=env, timeout=900)
-        assert done.returncode == 0, done.stderr[-3000:]
+        assert done.returncode == 0, done.stderr[:3000] + "\n...\n" + done.stderr[-3000:]
         yield server, save, tmp
 
 
@@ -114,13 +114,13 @@ def test_artifacts_summary_figures_and_checkpoint_list(recorded):
     assert not (save / "mlartifacts").exists()
 
 
-def chromium(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+def chromium(*args: str, size: str = "1600,1000", timeout: float = 120):
     binary = shutil.which("chromium")
     assert binary, "chromium is not installed (Debian package; make system-packages)"
     return subprocess.run(
         [binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
          "--no-first-run", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", "--hide-scrollbars", "--window-size=1600,1000",
+         "--disable-sync", "--hide-scrollbars", f"--window-size={size}",
          "--virtual-time-budget=20000", *args],
         capture_output=True, text=True, timeout=timeout)
 
@@ -141,7 +141,9 @@ def test_the_ui_compare_view_shows_the_runs_in_a_real_browser(recorded, tmp_path
         assert f"{strategy}-seed0" in dom and f"{strategy}-seed1" in dom
     assert "drug_macro_f1" in dom
     shot = tmp_path / "mlflow-compare.png"
-    chromium(f"--user-data-dir={tmp_path / 'profile2'}", f"--screenshot={shot}", url)
+    # Tall enough for the run details: params and metrics of the four runs side by side.
+    chromium(f"--user-data-dir={tmp_path / 'profile2'}", f"--screenshot={shot}", url,
+             size="1600,2000")
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
     if os.environ.get("RAYCELL_DOCS_OUT"):  # `make docs-service`: the screenshot in docs/
         shutil.copy(shot, Path(os.environ["RAYCELL_DOCS_OUT"]) / shot.name)
