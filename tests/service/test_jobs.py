@@ -64,12 +64,15 @@ def wait_job(head, job_id: str, timeout: float = 600) -> tuple[str, str]:
     raise TimeoutError(f"job {job_id} still {status} after {timeout} s")
 
 
+def tahoe_entrypoint(tahoe_dir, save) -> list[str]:
+    return ["jobs/tahoe_grid.py", *TINY_TAHOE, "--h5ad_dir", str(tahoe_dir),
+            "--strategy", "block_shuffling", "ray_block_shuffle", "--save_dir", str(save)]
+
+
 @pytest.fixture(scope="module")
 def tahoe_job(head, tahoe_dir, tmp_path_factory):
     save = tmp_path_factory.mktemp("tahoe-job") / "results"
-    submit(head, "tahoe-tiny", ["jobs/tahoe_grid.py", *TINY_TAHOE, "--h5ad_dir", str(tahoe_dir),
-                                "--strategy", "block_shuffling", "ray_block_shuffle",
-                                "--save_dir", str(save)],
+    submit(head, "tahoe-tiny", tahoe_entrypoint(tahoe_dir, save),
            {"MLFLOW_TRACKING_URI": f"sqlite:///{save}/mlflow.db"})
     status, logs = wait_job(head, "tahoe-tiny")
     return status, logs, save
@@ -87,6 +90,18 @@ def test_a_tahoe_job_succeeds_and_writes_its_rows_and_mlflow_runs(tahoe_job):
     children = [r for r in runs if "run_key" in r.data.tags]
     assert sorted(r.info.run_id for r in children) == sorted(summary["mlflow_run_id"])
     assert all(r.info.status == "FINISHED" for r in runs) and len(runs) == 3
+
+
+def test_the_same_job_submitted_again_continues_its_grid(head, tahoe_job, tahoe_dir):
+    _, _, save = tahoe_job
+    before = (save / "summary.csv").read_text()
+    submit(head, "tahoe-tiny-again", tahoe_entrypoint(tahoe_dir, save),
+           {"MLFLOW_TRACKING_URI": f"sqlite:///{save}/mlflow.db"})
+    status, logs = wait_job(head, "tahoe-tiny-again")
+    assert status == "SUCCEEDED", logs[-3000:]
+    skipped = [line.split()[1] for line in logs.splitlines() if line.startswith("skipped ")]
+    assert skipped == ["block_shuffling-seed0", "ray_block_shuffle-seed0"]
+    assert (save / "summary.csv").read_text() == before  # nothing trained, nothing doubled
 
 
 def test_the_job_gives_the_rows_of_the_same_command_run_directly(tahoe_job, tahoe_dir,
