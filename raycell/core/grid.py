@@ -33,7 +33,7 @@ from raycell.core import runtime
 from raycell.core.config import RaySettings, config_key
 from raycell.core.errors import RaycellError
 from raycell.core.rows import remove_keys, upsert
-from raycell.core.tracking import GridRecorder, forget_runs
+from raycell.core.tracking import GridRecorder, forget_runs, log_figures
 from raycell.core.worker import STATE_FILE
 
 TRAIN_SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train V2's record of checkpoints
@@ -185,16 +185,19 @@ def run_grid(workload: Workload, runs: list[GridRun], save_dir: Path, settings: 
         if run.key in finished:
             say(f"skipped {run.name} ({run.key}): finished, its row is in "
                 f"{save_dir / workload.results_file}")
-    if todo:
-        _tune(workload, todo, save_dir, settings, experiment_name, shared, uri)
-    elif workload.figures:
-        workload.figures(save_dir)
+    parent = _tune(workload, todo, save_dir, settings, experiment_name, shared, uri) \
+        if todo else None
     rows = pd.read_csv(save_dir / workload.results_file, dtype={"run_key": str})
+    if workload.figures:
+        figures = workload.figures(save_dir)
+        if parent is not None:
+            log_figures(uri, parent, figures)
     return rows[rows["run_key"].isin([run.key for run in runs])].reset_index(drop=True)
 
 
 def _tune(workload: Workload, todo: list[GridRun], save_dir: Path, settings: RaySettings,
-          experiment_name: str, shared: Callable[[], dict[str, Any]], uri: str) -> None:
+          experiment_name: str, shared: Callable[[], dict[str, Any]], uri: str) -> str:
+    """Run the trials; returns the grid's MLflow parent run id."""
     runtime.ensure_ray(settings)
     experiment = runtime.experiment_id(uri, experiment_name, save_dir)
     grid_key = config_key(sorted(run.key for run in todo))
@@ -219,11 +222,10 @@ def _tune(workload: Workload, todo: list[GridRun], save_dir: Path, settings: Ray
                                   callbacks=[recorder], verbose=1),
     )
     failed = [r for r in tuner.fit() if r.error is not None]
-    if workload.figures and not failed:
-        recorder.log_figures(workload.figures(save_dir))
     recorder.close(failed=bool(failed))
     if failed:
         raise RuntimeError(f"{len(failed)} of {len(todo)} runs failed; first: {failed[0].error}")
+    return recorder.parent
 
 
 class _Completed:

@@ -51,6 +51,13 @@ def forget_runs(uri: str, keys: Collection[str]) -> None:
         client.delete_run(run.info.run_id)
 
 
+def log_figures(uri: str, parent_run_id: str, paths: list[Path]) -> None:
+    """The grid's figures, on its parent run: one place to see the comparison."""
+    client = MlflowClient(uri)
+    for path in paths:
+        client.log_artifact(parent_run_id, str(path), "figures")
+
+
 class GridRecorder(Callback):
     """``metrics``: result keys logged per epoch (step = the run's own epoch).
     ``summarize(key)``: (the run's results row, its folder), logged when it ends;
@@ -146,11 +153,6 @@ class GridRecorder(Callback):
         run_id = self.runs.get(trial.config["run"]["key"])
         if run_id is not None:  # kept: a rerun of the grid continues it
             self.client.set_terminated(run_id, "FAILED")
-
-    def log_figures(self, paths: list[Path]) -> None:
-        """The grid's figures, on the parent run: one place to see the comparison."""
-        for path in paths:
-            self.client.log_artifact(self.parent, str(path), "figures")
 
     def close(self, failed: bool) -> None:
         self.client.set_terminated(self.parent, "FAILED" if failed else "FINISHED")

@@ -47,7 +47,9 @@ def submit(head, job_id: str, entrypoint: list[str], env_vars: dict[str, str]) -
     done = subprocess.run(
         [str(BIN / "ray"), "job", "submit", "--address", head.address, "--no-wait",
          "--submission-id", job_id, "--working-dir", str(REPO),
-         "--runtime-env-json", json.dumps({"env_vars": env_vars}), "--", "python", *entrypoint],
+         # A crash dumps every thread's stack into the job's log.
+         "--runtime-env-json", json.dumps({"env_vars": {"PYTHONFAULTHANDLER": "1", **env_vars}}),
+         "--", "python", *entrypoint],
         capture_output=True, text=True, env=env, timeout=120, cwd=REPO)
     assert done.returncode == 0, done.stdout + done.stderr
 

@@ -26,7 +26,7 @@ def recorded(tahoe_dir, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("mlflow-server")
     save = tmp / "results"
     with mlflow_server(tmp / "server") as server:
-        env = {**os.environ, "MLFLOW_TRACKING_URI": server.uri}
+        env = {**os.environ, "MLFLOW_TRACKING_URI": server.uri, "PYTHONFAULTHANDLER": "1"}
         done = subprocess.run(
             [sys.executable, "-m", "raycell.cli", "tahoe", "--config", "default",
              "--h5ad_dir", str(tahoe_dir), "--train_plates", "1", "2", "--test_plates", "3",
