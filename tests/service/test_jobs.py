@@ -12,10 +12,12 @@ import os
 import re
 import subprocess
 import time
+from pathlib import Path
 
 import mlflow
 import pandas as pd
 import pytest
+import yaml
 
 from raycell.tahoe.labels import TASKS
 from raycell.tahoe.results import TASK_METRICS
@@ -40,16 +42,19 @@ def head(tmp_path_factory):
     assert group_alive(started.proc.pid) == []  # the whole cluster is gone
 
 
-def submit(head, job_id: str, entrypoint: list[str], env_vars: dict[str, str]) -> None:
-    """`ray job submit` from the repository, as a user submits (the CLI, a working_dir)."""
+def submit(head, job_id: str, entrypoint: list[str], env_vars: dict[str, str],
+           runtime_env: Path | None = None) -> None:
+    """`ray job submit` from the repository, as a user submits: the CLI with a working_dir
+    and ``env_vars``, or with a ``runtime_env`` file (which carries its own env_vars)."""
     env = {**os.environ, **head.env}
     env.pop("RAY_ADDRESS", None)
+    # A crash dumps every thread's stack into the job's log.
+    env_vars = {"PYTHONFAULTHANDLER": "1", **env_vars}
+    how = ["--runtime-env", str(runtime_env)] if runtime_env else [
+        "--working-dir", str(REPO), "--runtime-env-json", json.dumps({"env_vars": env_vars})]
     done = subprocess.run(
         [str(BIN / "ray"), "job", "submit", "--address", head.address, "--no-wait",
-         "--submission-id", job_id, "--working-dir", str(REPO),
-         # A crash dumps every thread's stack into the job's log.
-         "--runtime-env-json", json.dumps({"env_vars": {"PYTHONFAULTHANDLER": "1", **env_vars}}),
-         "--", "python", *entrypoint],
+         "--submission-id", job_id, *how, "--", "python", *entrypoint],
         capture_output=True, text=True, env=env, timeout=120, cwd=REPO)
     assert done.returncode == 0, done.stdout + done.stderr
 
@@ -138,14 +143,22 @@ def test_a_chemoe_job_succeeds_with_its_baseline_scored_beside_it(head, pdgraphe
 
 
 def test_relative_paths_from_the_config_go_under_the_job_root(head, tahoe_dir, tmp_path):
+    # The shipped jobs/runtime_env.yaml (working_dir "."), with this test's root and no
+    # MLflow server: the config's default store beside the results.
+    runtime_env = yaml.safe_load((REPO / "jobs" / "runtime_env.yaml").read_text())
+    assert set(runtime_env["env_vars"]) >= {"RAYCELL_JOB_ROOT", "MLFLOW_TRACKING_URI"}
+    root = tmp_path / "shared"
+    runtime_env["env_vars"]["RAYCELL_JOB_ROOT"] = str(root)
+    del runtime_env["env_vars"]["MLFLOW_TRACKING_URI"]
+    (tmp_path / "runtime_env.yaml").write_text(yaml.safe_dump(runtime_env))
     submit(head, "tahoe-root", ["jobs/tahoe_grid.py", *TINY_TAHOE, "--epochs", "1",
                                 "--h5ad_dir", str(tahoe_dir), "--strategy", "streaming"],
-           {"RAYCELL_JOB_ROOT": str(tmp_path)})
+           {}, runtime_env=tmp_path / "runtime_env.yaml")
     status, logs = wait_job(head, "tahoe-root")
     assert status == "SUCCEEDED", logs[-3000:]
     # The default config's save_dir (results/tahoe), under the root, MLflow beside it.
-    assert (tmp_path / "results" / "tahoe" / "summary.csv").is_file()
-    assert (tmp_path / "results" / "tahoe" / "mlflow.db").is_file()
+    assert (root / "results" / "tahoe" / "summary.csv").is_file()
+    assert (root / "results" / "tahoe" / "mlflow.db").is_file()
 
 
 @pytest.mark.parametrize("args, culprit", [
