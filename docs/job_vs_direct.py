@@ -24,8 +24,7 @@ from raycell.tahoe.config import load_tahoe_config  # noqa: E402
 from raycell.tahoe.labels import TASKS  # noqa: E402
 from raycell.tahoe.results import TASK_METRICS  # noqa: E402
 from raycell.tahoe.synthetic import ensure_tahoe  # noqa: E402
-from tests.service.processes import ray_head  # noqa: E402
-from tests.service.test_jobs import submit, wait_job  # noqa: E402
+from tests.service.processes import ray_head, submit, wait_job  # noqa: E402
 
 
 def main() -> None:

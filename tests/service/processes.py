@@ -160,3 +160,32 @@ def mlflow_server(tmp: Path) -> Iterator[MlflowServer]:
     finally:
         stop_group(proc)
         log.close()
+
+
+def submit(head, job_id: str, entrypoint: list[str], env_vars: dict[str, str],
+           runtime_env: Path | None = None) -> None:
+    """`ray job submit` from the repository, as a user submits: the CLI with a working_dir
+    and ``env_vars``, or with a ``runtime_env`` file (which carries its own env_vars)."""
+    env = {**os.environ, **head.env}
+    env.pop("RAY_ADDRESS", None)
+    # A crash dumps every thread's stack into the job's log.
+    env_vars = {"PYTHONFAULTHANDLER": "1", **env_vars}
+    how = ["--runtime-env", str(runtime_env)] if runtime_env else [
+        "--working-dir", str(REPO), "--runtime-env-json", json.dumps({"env_vars": env_vars})]
+    done = subprocess.run(
+        [str(BIN / "ray"), "job", "submit", "--address", head.address, "--no-wait",
+         "--submission-id", job_id, *how, "--", "python", *entrypoint],
+        capture_output=True, text=True, env=env, timeout=120, cwd=REPO)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def wait_job(head, job_id: str, timeout: float = 600) -> tuple[str, str]:
+    """Poll the job's status until it ends; (final status, its logs)."""
+    deadline = time.monotonic() + timeout
+    status = None
+    while time.monotonic() < deadline:
+        status = head.api(f"/api/jobs/{job_id}")["status"]
+        if status in ("SUCCEEDED", "FAILED", "STOPPED"):
+            return status, head.api(f"/api/jobs/{job_id}/logs")["logs"]
+        time.sleep(2)
+    raise TimeoutError(f"job {job_id} still {status} after {timeout} s")

@@ -19,8 +19,16 @@ import yaml
 
 from raycell.tahoe.config import TahoeSpec
 from raycell.tahoe.synthetic import write_tahoe
-from tests.service.processes import REPO, free_port, http_json, ray_head, stop_group, wait_for
-from tests.service.test_jobs import submit, wait_job
+from tests.service.processes import (
+    REPO,
+    free_port,
+    http_json,
+    ray_head,
+    stop_group,
+    submit,
+    wait_for,
+    wait_job,
+)
 
 pytestmark = [pytest.mark.service, pytest.mark.slow]
 
