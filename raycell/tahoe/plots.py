@@ -10,6 +10,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from raycell.tahoe.labels import TASKS
+from raycell.tahoe.results import load_tahoe_results
 
 
 def plot_comparison(summary: pd.DataFrame, title: str = "Strategy comparison"):
@@ -57,9 +58,9 @@ def plot_training_curves(curves: pd.DataFrame, task: str = "drug"):
 
 def write_figures(save_dir: Path) -> list[Path]:
     """Figures for a results folder's summary.csv and curves.csv, as PNG files."""
-    summary = pd.read_csv(save_dir / "summary.csv")
-    curves = pd.read_csv(save_dir / "curves.csv")
-    out = save_dir / "figures"
+    results = load_tahoe_results(save_dir)
+    summary, curves = results.summary, results.curves
+    out = Path(save_dir) / "figures"
     out.mkdir(exist_ok=True)
     figures = {
         "comparison.png": plot_comparison(summary)[0],

@@ -102,8 +102,11 @@ class RayHead:
 
 
 @contextmanager
-def ray_head(tmp: Path, num_cpus: int = 8) -> Iterator[RayHead]:
-    """``ray start --head --block`` with token auth on, every port free and on loopback."""
+def ray_head(tmp: Path, num_cpus: int = 8, env: dict[str, str] | None = None
+             ) -> Iterator[RayHead]:
+    """``ray start --head --block`` with token auth on, every port free and on loopback;
+    ``env``: more environment for the cluster's processes (Ray system settings)."""
+    extra = env or {}
     ports = {name: free_port() for name in
              ("port", "dashboard-port", "dashboard-agent-listen-port", "dashboard-agent-grpc-port",
               "metrics-export-port", "ray-client-server-port", "node-manager-port",
@@ -113,7 +116,7 @@ def ray_head(tmp: Path, num_cpus: int = 8) -> Iterator[RayHead]:
     # DASHBOARD_METRIC_PORT: the dashboard's own metrics, on a fixed port unless told.
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32),
            "RAY_USAGE_STATS_ENABLED": "0", "PATH": f"{BIN}:{os.environ['PATH']}",
-           "DASHBOARD_METRIC_PORT": str(free_port())}
+           "DASHBOARD_METRIC_PORT": str(free_port()), **extra}
     env.pop("RAY_ADDRESS", None)
     args = [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
             "--dashboard-host=127.0.0.1", f"--temp-dir={temp_dir}", f"--num-cpus={num_cpus}",

@@ -11,6 +11,7 @@ import sys
 import urllib.parse
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from tests.service.processes import http_json, mlflow_server
@@ -68,8 +69,6 @@ def test_parent_and_children_are_on_the_server(recorded):
         assert tags["mlflow.parentRunId"] == parent_id
         assert child["info"]["status"] == "FINISHED"
     # The CSV names each run's MLflow run on the server.
-    import pandas as pd
-
     summary = pd.read_csv(save / "summary.csv")
     assert sorted(summary["mlflow_run_id"]) == sorted(c["info"]["run_id"] for c in children)
 
