@@ -36,6 +36,8 @@ TAHOE_OVERRIDES: dict[str, tuple[str, ...]] = {
     "ray_workers": ("ray.num_workers",),
     "use_gpu": ("ray.use_gpu",),
     "log1p": ("training.log1p",),
+    "input": ("training.input",),
+    "max_steps": ("training.max_steps",),
 }
 
 
@@ -110,6 +112,10 @@ def _tahoe_parser(sub) -> None:
     p.add_argument("--use_gpu", action="store_true", default=None)
     p.add_argument("--log1p", action=argparse.BooleanOptionalAction, default=None,
                    help="log1p the counts before the model (default: raw counts, as the seed)")
+    p.add_argument("--input", help="auto | sparse | dense: CSR rows or dense rows into the "
+                                   "model (auto: sparse on a CPU, dense on a GPU)")
+    p.add_argument("--max_steps", type=int, help="stop every epoch after N batches (pilots, "
+                                                 "start-up checks)")
     p.set_defaults(func=_run_tahoe)
 
 
@@ -144,9 +150,10 @@ def _data_parser(sub) -> None:
     kinds = p.add_subparsers(dest="kind", required=True)
     t = kinds.add_parser("tahoe", help="Tahoe-100M plates and drug table")
     t.add_argument("--out", required=True)
-    t.add_argument("--profile", choices=("demo", "tahoe_shaped"), default="demo",
+    t.add_argument("--profile", choices=("demo", "tahoe_shaped", "tahoe_scale"), default="demo",
                    help="demo: 2,000 genes, dense Poisson counts; tahoe_shaped: 62,710 genes, "
-                        "~1,400 non-zeros a cell (the bench's data)")
+                        "~1,400 non-zeros a cell (the bench's data); tahoe_scale: Tahoe's 14 "
+                        "plates and 100.6M cells, 4 non-zeros a cell (~11 GB, start-up checks)")
     for flag in ("plates", "cells_per_plate", "genes", "drugs", "cell_lines", "sublibraries",
                  "nnz_per_cell", "seed"):
         t.add_argument(f"--{flag}", type=int, help="overrides the profile")
@@ -184,7 +191,11 @@ def _bench_parser(sub) -> None:
     b.add_argument("--strategies", nargs="+", metavar="NAME", help="arms to measure (default: all)")
     b.add_argument("--where", nargs="+", choices=("bare", "ray_train"),
                    default=["bare", "ray_train"])
-    b.add_argument("--device", default="cpu", help="where batches are made dense: cpu | cuda")
+    b.add_argument("--device", default="cpu", help="the consumer's device: cpu | cuda")
+    b.add_argument("--cache", default="both", help="cold (plates evicted from the page cache "
+                   "before every arm) | warm (plates read once before every arm) | both")
+    b.add_argument("--consumer", help="what the consumer makes of a batch: sparse (CsrRows) | "
+                   "dense; default: what training uses on --device (sparse on cpu, dense on cuda)")
     b.add_argument("--out", default="results/bench")
     b.set_defaults(func=_run_bench)
     c = kinds.add_parser("chemoe", help="CheMoE training samples/s against the dense reference")
@@ -200,6 +211,15 @@ def _bench_parser(sub) -> None:
     c.add_argument("--device", default="cpu", help="cpu | cuda (bf16 autocast)")
     c.add_argument("--out", default="results/bench")
     c.set_defaults(func=_run_bench_chemoe)
+    t = kinds.add_parser("train", help="Tahoe training cells/s: dense input against sparse")
+    t.add_argument("--genes", type=int, default=62_710, help="62710: Tahoe's width")
+    t.add_argument("--batch_size", type=int, default=64)
+    t.add_argument("--nnz_per_cell", type=int, default=1_400, help="Tahoe: ~1,400")
+    t.add_argument("--seconds", type=float, default=10.0, help="measured seconds per round")
+    t.add_argument("--rounds", type=int, default=2)
+    t.add_argument("--device", default="cpu", help="cpu | cuda")
+    t.add_argument("--out", default="results/bench")
+    t.set_defaults(func=_run_bench_train)
 
 
 def build_parser() -> Parser:
@@ -250,16 +270,19 @@ def _run_tahoe(args: argparse.Namespace) -> None:
 
 
 def _run_bench(args: argparse.Namespace) -> None:
-    from raycell.tahoe.bench import BENCH_ARMS, check_arms
+    from raycell.tahoe.bench import BENCH_ARMS, CACHES, CONSUMERS, check_arms, check_choice
 
     arms = check_arms(args.strategies or list(BENCH_ARMS))
+    cache = check_choice("cache", args.cache, (*CACHES, "both"))
+    caches = CACHES if cache == "both" else (cache,)
+    consumer = args.consumer or ("sparse" if args.device == "cpu" else "dense")
+    check_choice("consumer", consumer, CONSUMERS)
     for flag in ("seconds", "rounds", "batch_size", "fetch_factor", "block_size"):
         if getattr(args, flag) <= 0:
             raise RaycellError(f"--{flag} must be positive")
     if args.num_workers < 0 or args.warmup < 0:
         raise RaycellError("--num_workers and --warmup must not be negative")
-    if args.device not in ("cpu", "cuda") and not args.device.startswith("cuda:"):
-        raise RaycellError(f"--device {args.device!r}: use cpu or cuda")
+    _check_device(args.device)
     if args.data is None:
         from raycell.tahoe.config import TAHOE_SHAPED
         from raycell.tahoe.synthetic import ensure_tahoe
@@ -273,15 +296,13 @@ def _run_bench(args: argparse.Namespace) -> None:
     from raycell.tahoe.bench import BenchSettings, best_rounds, ratios, run_bench
     from raycell.tahoe.plots import plot_bench
 
-    if args.device != "cpu" and not torch.cuda.is_available():
-        raise RaycellError(f"--device {args.device}: CUDA is not available on this machine")
     out = Path(args.out).expanduser().resolve()
     settings = BenchSettings(
         data=str(data), out=str(out), arms=arms, where=tuple(dict.fromkeys(args.where)),
         seconds=args.seconds, warmup_seconds=args.warmup, batch_size=args.batch_size,
         fetch_factor=args.fetch_factor, block_size=args.block_size,
         num_workers=args.num_workers, device=args.device, threads=torch.get_num_threads(),
-        rounds=args.rounds,
+        caches=caches, consumer=consumer, rounds=args.rounds,
     )
     frame = run_bench(settings)
     plot_bench(best_rounds(frame), out / "bench.png")
@@ -338,12 +359,7 @@ def _run_bench_chemoe(args: argparse.Namespace) -> None:
             raise RaycellError(f"--{flag} must be positive")
     if args.top_k > args.num_experts:
         raise RaycellError(f"--top_k {args.top_k} exceeds --num_experts {args.num_experts}")
-    if args.device not in ("cpu", "cuda") and not args.device.startswith("cuda:"):
-        raise RaycellError(f"--device {args.device!r}: use cpu or cuda")
-    import torch
-
-    if args.device != "cpu" and not torch.cuda.is_available():
-        raise RaycellError(f"--device {args.device}: CUDA is not available on this machine")
+    _check_device(args.device)
     from raycell.chemoe.bench import run_chemoe_bench, speedup
 
     out = Path(args.out).expanduser().resolve()
@@ -354,11 +370,49 @@ def _run_bench_chemoe(args: argparse.Namespace) -> None:
     print(f"  raycell / dense reference, training samples/s: {speedup(frame):.2f}x")
 
 
+def _check_device(device: str) -> None:
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise RaycellError(f"--device {device!r}: use cpu or cuda")
+    import torch
+
+    if device != "cpu" and not torch.cuda.is_available():
+        raise RaycellError(f"--device {device}: CUDA is not available on this machine")
+
+
+def _run_bench_train(args: argparse.Namespace) -> None:
+    for flag in ("genes", "batch_size", "nnz_per_cell", "seconds", "rounds"):
+        if getattr(args, flag) <= 0:
+            raise RaycellError(f"--{flag} must be positive")
+    if args.nnz_per_cell > args.genes // 2:
+        raise RaycellError(f"--nnz_per_cell {args.nnz_per_cell} must be at most --genes / 2")
+    _check_device(args.device)
+    from raycell.tahoe.bench_train import run_train_bench, sparse_speedup
+
+    out = Path(args.out).expanduser().resolve()
+    frame = run_train_bench(args.genes, args.batch_size, args.nnz_per_cell, args.device,
+                            args.seconds, args.rounds, out)
+    print(f"\nwrote {out / 'train.csv'}")
+    print(f"  sparse / dense input, training cells/s: {sparse_speedup(frame):.2f}x")
+
+
 def _write_tahoe(args: argparse.Namespace) -> None:
 
     from raycell.tahoe.config import TAHOE_SHAPED, TahoeSpec
     from raycell.tahoe.synthetic import write_tahoe
 
+    if args.profile == "tahoe_scale":
+        from raycell.tahoe.skeleton import SkeletonSpec, estimated_bytes, write_skeleton
+
+        for flag in ("plates", "cells_per_plate"):
+            if getattr(args, flag) is not None:
+                raise RaycellError(f"--{flag} does not apply to --profile tahoe_scale "
+                                   "(Tahoe's 14 plates and their cell counts)")
+        spec = _spec_from_flags(SkeletonSpec, SkeletonSpec(), args)
+        print(f"writing {len(spec.plate_cells)} plates, {sum(spec.plate_cells):,} cells, "
+              f"~{estimated_bytes(spec) / 1e9:.1f} GB", flush=True)
+        out = write_skeleton(args.out, spec, progress=lambda line: print(line, flush=True))
+        print(f"wrote {len(spec.plate_cells)} plates and drug_metadata.parquet to {out}")
+        return
     profile = TAHOE_SHAPED if args.profile == "tahoe_shaped" else TahoeSpec()
     spec = _spec_from_flags(TahoeSpec, profile, args)
     out = write_tahoe(args.out, spec)

@@ -66,6 +66,10 @@ class Plan(ABC):
         """Train one epoch on this rank: (sums of per-item values, items). The skeleton
         reports each sum over all ranks divided by all ranks' items: a mean per item."""
 
+    def timings(self) -> dict[str, float]:
+        """This rank's timings of the epoch just trained, reported as they are (rank 0's)."""
+        return {}
+
     def evaluates(self, epoch: int) -> bool:
         return True
 
@@ -149,6 +153,7 @@ def fit(plan: Plan, run_dir: str | Path, name: str) -> None:
             "train_seconds": train_seconds,
             f"{plan.unit}_per_s": items / elapsed if elapsed > 0 else 0.0,
             f"train_{plan.unit}": items,
+            **plan.timings(),
         }
         last = epoch == plan.epochs
         if not (last or plan.evaluates(epoch)):

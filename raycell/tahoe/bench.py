@@ -1,12 +1,22 @@
 """``raycell bench loaders``: throughput against batch diversity for every way of loading.
 
-Every strategy of the registry (six scDataset, three Ray Data) and three
-references (per-row backed access, the seed's AnnCollection path, the
-sequential-read limit) produce dense batches on the consumer's device from the
-same plates. Each arm runs for a warm-up, then for a fixed time; cells/s and the
-mean per-batch entropy of drug and plate labels (bits) are recorded. Every arm is
-measured in the same run in this process ("bare") and inside a Ray Train worker
-with the same thread budget, so the cost of Ray is a ratio, not a guess. Arms are
+Every strategy of the registry (six scDataset, three Ray Data) and four references
+(per-row backed access, the seed's AnnCollection path, this reader's sequential
+limit, and the storage limit: the plate files' bytes read in order) hand batches
+to a consumer on the training device, from the same plates. The consumer takes
+what training takes: CSR rows (``sparse``, the CPU default) or dense rows
+(``dense``: 16 MB a batch at Tahoe's width). Each arm runs for a warm-up, then for
+a fixed time; cells/s and the mean per-batch entropy of drug and plate labels
+(bits) are recorded.
+
+Caches: ``warm`` reads every plate once before the arm, so the page cache serves
+it (a CPU figure); ``cold`` evicts every plate from the page cache before the
+arm's warm-up and again before its measured window, and the arm opens its files
+afresh, so nothing the OS or HDF5 cached for one arm helps the next (the regime of
+scDataset's published figures, and of 314 GB of real Tahoe).
+
+Every arm is measured in this process ("bare") and inside a Ray Train worker with
+the same thread budget, so the cost of Ray is a ratio, not a guess. Arms are
 measured round-robin for ``rounds`` rounds and the best round counts (as timeit
 does): a 2-core VM's hiccups then hit one measurement, not the comparison.
 """
@@ -22,8 +32,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 import torch
 
+from raycell.core import page_cache
 from raycell.core.errors import RaycellError
 from raycell.tahoe import references
 from raycell.tahoe.arms import ARM_NAMES, ARMS, LoaderSettings
@@ -31,15 +43,19 @@ from raycell.tahoe.config import WeightSettings
 from raycell.tahoe.inputs import build_labels
 from raycell.tahoe.labels import LabelSpace
 from raycell.tahoe.plates import TahoeSplit, find_drug_table, find_plates, read_split
-from raycell.tahoe.sparse import TahoeRows
+from raycell.tahoe.sparse import SparseBatch, TahoeRows
+from raycell.tahoe.sparse_linear import CsrRows
 
-REFERENCES = ("per_row_backed", "seed_anncollection", "sequential_limit")
+REFERENCES = ("per_row_backed", "seed_anncollection", "sequential_limit", "storage_limit")
 BENCH_ARMS = ARM_NAMES + REFERENCES
 WHERE = ("bare", "ray_train")
+CACHES = ("cold", "warm")
+CONSUMERS = ("sparse", "dense")
 BENCH_COLUMNS = [
-    "arm", "kind", "where", "round", "cells_per_s", "drug_entropy", "plate_entropy", "cells",
-    "batches", "seconds", "batch_size", "fetch_factor", "block_size", "num_workers", "threads",
-    "device", "n_cells", "n_genes", "nnz_per_cell",
+    "arm", "kind", "where", "cache", "consumer", "round", "cells_per_s", "drug_entropy",
+    "plate_entropy", "cells", "batches", "seconds", "resident_before", "batch_size",
+    "fetch_factor", "block_size", "num_workers", "threads", "device", "n_cells", "n_genes",
+    "nnz_per_cell",
 ]
 
 
@@ -57,8 +73,16 @@ class BenchSettings:
     num_workers: int
     device: str
     threads: int
+    caches: tuple[str, ...] = CACHES
+    consumer: str = "sparse"
     rounds: int = 2
     seed: int = 0
+
+
+def check_choice(flag: str, value: str, known: tuple[str, ...]) -> str:
+    if value not in known:
+        raise RaycellError(f"--{flag} {value!r}: use {' | '.join(known)}")
+    return value
 
 
 def check_arms(names: list[str]) -> tuple[str, ...]:
@@ -86,18 +110,26 @@ def entropy_bits(codes: np.ndarray) -> float:
     return float(-(p * np.log2(p)).sum())
 
 
+HostBatches = Iterator[tuple[sp.csr_array | None, np.ndarray]]
+
+
 def arm_batches(arm: str, split: TahoeSplit, labels: LabelSpace, s: BenchSettings
-                ) -> Iterator[tuple[torch.Tensor, np.ndarray]]:
-    """Endless dense batches (x on the device, split rows) of one arm, epoch after epoch."""
-    device = torch.device(s.device)
+                ) -> HostBatches:
+    """Endless host batches (CSR rows, split rows) of one arm, epoch after epoch.
+
+    ``storage_limit`` yields no rows (None): it reads the plates' bytes in order, and
+    counts the cells those bytes hold at the plates' mean bytes a cell.
+    """
     if arm == "per_row_backed":
-        yield from references.per_row_batches(split, s.batch_size, s.seed, device)
+        yield from references.per_row_batches(split, s.batch_size, s.seed)
     elif arm == "seed_anncollection":
         yield from references.anncollection_batches(
-            split, s.batch_size, s.fetch_factor, s.block_size, s.seed, device)
+            split, s.batch_size, s.fetch_factor, s.block_size, s.seed)
     elif arm == "sequential_limit":
         yield from references.sequential_batches(
-            TahoeRows(split, labels), s.batch_size, s.fetch_factor, device)
+            TahoeRows(split, labels), s.batch_size, s.fetch_factor)
+    elif arm == "storage_limit":
+        yield from references.storage_batches(split, s.batch_size, s.fetch_factor)
     else:
         registered = ARMS[arm]
         epochs = registered.epochs(split, labels, LoaderSettings(
@@ -107,22 +139,38 @@ def arm_batches(arm: str, split: TahoeSplit, labels: LabelSpace, s: BenchSetting
             min_count_baseline=WeightSettings().min_count_baseline, seed=s.seed))
         for epoch in range(10**9):
             for batch in epochs(epoch):
-                yield batch.dense_on(device, log1p=False)[0], batch.rows
+                yield batch.x, batch.rows
 
 
-def measure(batches: Iterator[tuple[torch.Tensor, np.ndarray]], drug: np.ndarray,
-            plate: np.ndarray, s: BenchSettings) -> dict[str, float]:
-    """Warm up, then count cells for ``s.seconds``; diversity over the measured batches."""
+def consume(x: sp.csr_array | None, consumer: str, device: torch.device) -> None:
+    """What training does with a host batch before its forward pass (sparse.py)."""
+    if x is None:
+        return
+    if consumer == "sparse":
+        CsrRows.from_scipy(sp.csr_array((np.require(x.data, np.float32, "W"), x.indices,
+                                         x.indptr), shape=x.shape), device)
+    else:
+        SparseBatch(x, np.zeros((x.shape[0], 0), np.int64), np.zeros(0)).dense_on(device, False)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def measure(batches: HostBatches, drug: np.ndarray, plate: np.ndarray, s: BenchSettings,
+            between=lambda: None) -> dict[str, float]:
+    """Warm up, call ``between``, then count cells for ``s.seconds``; diversity over the
+    measured batches."""
+    device = torch.device(s.device)
     started = time.perf_counter()
-    for _ in batches:  # warm-up: at least one batch, then until warmup_seconds have passed
+    for x, _ in batches:  # warm-up: at least one batch, then until warmup_seconds have passed
+        consume(x, s.consumer, device)
         if time.perf_counter() - started >= s.warmup_seconds:
             break
+    between()
     cells, drug_h, plate_h = 0, [], []
     started = time.perf_counter()
     for x, rows in batches:
-        if x.is_cuda:
-            torch.cuda.synchronize()
-        cells += x.shape[0]
+        consume(x, s.consumer, device)
+        cells += rows.size
         drug_h.append(entropy_bits(drug[rows]))
         plate_h.append(entropy_bits(plate[rows]))
         if time.perf_counter() - started >= s.seconds:
@@ -137,16 +185,25 @@ def measure_arms(split: TahoeSplit, labels: LabelSpace, s: BenchSettings, where:
                  progress=None) -> list[dict]:
     drug = split.codes[:, 1]
     plate = np.repeat(np.arange(len(split.plates)), [p.n_rows for p in split.plates])
+    files = list(dict.fromkeys(p.path for p in split.plates))
     rows = []
     for round_ in range(1, s.rounds + 1):
         for arm in s.arms:
-            batches = arm_batches(arm, split, labels, s)
-            result = measure(batches, drug, plate, s)
-            batches.close()  # stops DataLoader workers and Ray executions of this arm
-            rows.append({"arm": arm, "kind": arm_kind(arm), "where": where, "round": round_,
-                         **result})
-            if progress:
-                progress(rows[-1])
+            for cache in s.caches:
+                if cache == "cold":
+                    page_cache.evict(files)
+                else:
+                    page_cache.warm(files)
+                resident = page_cache.resident_fraction(files)
+                batches = arm_batches(arm, split, labels, s)  # opens its files afresh
+                result = measure(batches, drug, plate, s, between=(
+                    (lambda: page_cache.evict(files)) if cache == "cold" else lambda: None))
+                batches.close()  # stops DataLoader workers and Ray executions of this arm
+                rows.append({"arm": arm, "kind": arm_kind(arm), "where": where,
+                             "cache": cache, "consumer": s.consumer, "round": round_,
+                             **result, "resident_before": resident})
+                if progress:
+                    progress(rows[-1])
     return rows
 
 
@@ -183,17 +240,9 @@ def _in_ray_train(split: TahoeSplit, labels: LabelSpace, s: BenchSettings) -> li
 
 
 def _progress_line(row: dict) -> str:
-    return (f"  {row['where']:<9} round {row['round']} {row['arm']:<19}"
+    return (f"  {row['where']:<9} round {row['round']} {row['cache']:<4} {row['arm']:<19}"
             f" {row['cells_per_s']:>11,.0f} cells/s   drug H {row['drug_entropy']:.2f}"
             f"  plate H {row['plate_entropy']:.2f} bits")
-
-
-def warm_page_cache(split: TahoeSplit) -> None:
-    """Read every plate once so that no arm pays for the first read from disk."""
-    for path in dict.fromkeys(p.path for p in split.plates):
-        with open(path, "rb") as f:
-            while f.read(64 << 20):
-                pass
 
 
 def run_bench(s: BenchSettings) -> pd.DataFrame:
@@ -201,11 +250,11 @@ def run_bench(s: BenchSettings) -> pd.DataFrame:
     out = Path(s.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(s.threads)
-    warm_page_cache(split)
     nnz = sum(int(p.indptr[-1] - p.indptr[0]) for p in split.plates)
     print(f"bench: {len(split):,} cells x {split.n_vars:,} genes ({nnz / len(split):,.0f} "
-          f"non-zeros a cell), batch {s.batch_size}, {len(s.arms)} arms x {list(s.where)}, "
-          f"{s.seconds:g} s each after {s.warmup_seconds:g} s warm-up", flush=True)
+          f"non-zeros a cell), batch {s.batch_size}, {len(s.arms)} arms x {list(s.where)} x "
+          f"{list(s.caches)} cache, {s.consumer} batches at the consumer, {s.seconds:g} s "
+          f"each after {s.warmup_seconds:g} s warm-up", flush=True)
     rows = []
     if "ray_train" in s.where or any(arm_kind(arm) == "ray_data" for arm in s.arms):
         from ray.data import DataContext
@@ -232,29 +281,36 @@ def run_bench(s: BenchSettings) -> pd.DataFrame:
 
 
 def best_rounds(frame: pd.DataFrame) -> pd.DataFrame:
-    """Each (arm, where) at its fastest round."""
-    return frame.loc[frame.groupby(["arm", "where"], sort=False)["cells_per_s"].idxmax()]
+    """Each (arm, where, cache) at its fastest round."""
+    groups = frame.groupby(["arm", "where", "cache"], sort=False)["cells_per_s"]
+    return frame.loc[groups.idxmax()]
 
 
 def ratios(frame: pd.DataFrame) -> dict[str, float]:
-    """The issue's targets as ratios of one run's best rounds (bare process unless named)."""
+    """The issue's targets as ratios of one run's best rounds, per cache (bare process
+    unless named)."""
     frame = best_rounds(frame)
-    bare = frame[frame["where"] == "bare"].set_index("arm")
-    speed = bare["cells_per_s"]
     out = {}
+    for cache, rows in frame.groupby("cache", sort=False):
+        bare = rows[rows["where"] == "bare"].set_index("arm")
+        speed = bare["cells_per_s"]
 
-    def ratio(name: str, a: str, b: str) -> None:
-        if a in speed and b in speed:
-            out[name] = float(speed[a] / speed[b])
+        def ratio(a: str, b: str, cache=cache, speed=speed) -> None:
+            if a in speed and b in speed:
+                out[f"{cache}: {a} / {b}"] = float(speed[a] / speed[b])
 
-    ratio("block_shuffling / seed_anncollection", "block_shuffling", "seed_anncollection")
-    ratio("block_shuffling / per_row_backed", "block_shuffling", "per_row_backed")
-    ratio("block_shuffling / sequential_limit", "block_shuffling", "sequential_limit")
-    ratio("ray_buffer / streaming_buffer", "ray_buffer", "streaming_buffer")
-    if {"ray_buffer", "streaming_buffer"} <= set(bare.index):
-        out["ray_buffer - streaming_buffer drug entropy (bits)"] = float(
-            bare.at["ray_buffer", "drug_entropy"] - bare.at["streaming_buffer", "drug_entropy"])
-    worker = frame[frame["where"] == "ray_train"].set_index("arm")["cells_per_s"]
-    for arm in worker.index.intersection(speed.index):
-        out[f"{arm}: ray_train / bare"] = float(worker[arm] / speed[arm])
+        for a, b in (("block_shuffling", "per_row_backed"),
+                     ("block_shuffling", "seed_anncollection"),
+                     ("block_shuffling", "sequential_limit"),
+                     ("block_shuffling", "storage_limit"),
+                     ("random", "per_row_backed"), ("block_shuffling", "random"),
+                     ("ray_block_shuffle", "block_shuffling"),
+                     ("ray_buffer", "streaming_buffer")):
+            ratio(a, b)
+        if {"ray_buffer", "streaming_buffer"} <= set(bare.index):
+            out[f"{cache}: ray_buffer - streaming_buffer drug entropy (bits)"] = float(
+                bare.at["ray_buffer", "drug_entropy"] - bare.at["streaming_buffer", "drug_entropy"])
+        worker = rows[rows["where"] == "ray_train"].set_index("arm")["cells_per_s"]
+        for arm in worker.index.intersection(speed.index):
+            out[f"{cache}: {arm}: ray_train / bare"] = float(worker[arm] / speed[arm])
     return out

@@ -76,23 +76,29 @@ def write_figures(save_dir: Path) -> list[Path]:
 
 
 def plot_bench(bench: pd.DataFrame, path: Path) -> Path:
-    """Throughput (log) against batch diversity: the loader choice at a glance."""
+    """Throughput (log) against batch diversity, a panel per cache: the loader choice at a
+    glance."""
     colors = {"scdataset": "tab:blue", "ray_data": "tab:orange", "reference": "tab:gray"}
     markers = {"bare": "o", "ray_train": "x"}
-    fig, ax = plt.subplots(figsize=(9, 6))
-    for (kind, where), group in bench.groupby(["kind", "where"]):
-        ax.scatter(group["drug_entropy"], group["cells_per_s"], c=colors.get(kind, "k"),
-                   marker=markers.get(where, "s"), label=f"{kind} ({where})", s=50)
-    for _, row in bench[bench["where"] == bench["where"].iloc[0]].iterrows():
-        ax.annotate(row["arm"], (row["drug_entropy"], row["cells_per_s"]), fontsize=8,
-                    xytext=(4, 4), textcoords="offset points")
-    ax.set_yscale("log")
-    ax.set_xlabel("batch diversity: mean per-batch drug entropy (bits)")
-    ax.set_ylabel("cells/s (dense batches at the consumer)")
+    caches = list(dict.fromkeys(bench["cache"]))
+    fig, axes = plt.subplots(1, len(caches), figsize=(9 * len(caches), 6), squeeze=False,
+                             sharey=True)
     first = bench.iloc[0]
-    ax.set_title(f"Loader throughput, batch {first['batch_size']}, {first['n_genes']:,} genes")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    for ax, cache in zip(axes[0], caches, strict=True):
+        rows = bench[bench["cache"] == cache]
+        for (kind, where), group in rows.groupby(["kind", "where"]):
+            ax.scatter(group["drug_entropy"], group["cells_per_s"], c=colors.get(kind, "k"),
+                       marker=markers.get(where, "s"), label=f"{kind} ({where})", s=50)
+        for _, row in rows[rows["where"] == rows["where"].iloc[0]].iterrows():
+            ax.annotate(row["arm"], (row["drug_entropy"], row["cells_per_s"]), fontsize=8,
+                        xytext=(4, 4), textcoords="offset points")
+        ax.set_yscale("log")
+        ax.set_xlabel("batch diversity: mean per-batch drug entropy (bits)")
+        ax.set_title(f"{cache} page cache: batch {first['batch_size']}, "
+                     f"{first['n_genes']:,} genes")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0][0].set_ylabel(f"cells/s ({first['consumer']} batches at the consumer)")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)

@@ -111,6 +111,20 @@ def _sparse_counts(bio: _Biology, line_rate: np.ndarray, well: int, lines: np.nd
                          shape=(lines.size, genes))
 
 
+def count_rows(genes: int, nnz_per_cell: int, n_cells: int, seed: int) -> sp.csr_array:
+    """``n_cells`` Tahoe-shaped cells (50 lines, no drug) drawn as the plates' counts are:
+    for benchmarks that need batches, not plates."""
+    spec = TahoeSpec(genes=genes, nnz_per_cell=nnz_per_cell, cell_lines=50, seed=seed)
+    rng = np.random.default_rng(seed)
+    bio = _biology(spec, rng)
+    lines = rng.choice(spec.cell_lines, n_cells, p=bio.line_share)
+    depth = rng.lognormal(0.0, DEPTH_SIGMA, n_cells)
+    control = bio.drug_effect.shape[0] - 1
+    x = _sparse_counts(bio, np.exp(bio.base + bio.line_effect), control, lines, depth,
+                       _draws_for_nnz(bio.base, nnz_per_cell), rng)
+    return sp.csr_array(x)
+
+
 def drug_table(spec: TahoeSpec) -> pd.DataFrame:
     """Tahoe's drug metadata layout; MoA fine follows the drug index, broad the fine MoA."""
     n_fine = min(len(MOA_FINE), max(2, spec.drugs // 4))

@@ -8,6 +8,8 @@ reports metrics of the whole test set.
 
 from __future__ import annotations
 
+import itertools
+import time
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,7 @@ class TahoePlan(Plan):
     def __init__(self, cfg: TahoeConfig, strategy: str, seed: int, inputs: TahoeInputs):
         self.cfg, self.strategy, self.seed, self.inputs = cfg, strategy, seed, inputs
         self.arm = strategy
+        self._timings: dict[str, float] = {}
         self.epochs = cfg.training.num_epochs
         self.sizes = inputs.labels.sizes()
 
@@ -39,8 +42,9 @@ class TahoePlan(Plan):
         cfg, inputs = self.cfg, self.inputs
         self.device, self.progress = ctx.device, ctx.progress
         torch.manual_seed(self.seed)
+        self.sparse = cfg.training.sparse_on(ctx.device.type)
         self.model = MultiTaskLinear(inputs.train.n_vars, self.sizes).to(ctx.device)
-        self.ddp_model = ctx.ddp(self.model)
+        self.ddp_model = ctx.ddp(self.model.for_sparse_ddp() if self.sparse else self.model)
         self.optimizer = torch.optim.Adam(self.ddp_model.parameters(),
                                           lr=cfg.training.learning_rate, fused=True)
         settings = LoaderSettings(
@@ -58,17 +62,28 @@ class TahoePlan(Plan):
     def train_epoch(self, epoch: int) -> tuple[dict[str, float], int]:
         loss_sum, cells = 0.0, 0
         log1p = self.cfg.training.log1p
-        for batch in self.train_batches(epoch - 1):  # loaders count epochs from 0
-            x, y = batch.dense_on(self.device, log1p)
-            loss = self.model.loss(self.ddp_model(x), y)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            step_loss = loss.item()
-            loss_sum += step_loss * len(y)
-            cells += len(y)
-            self.progress.step(len(y), step_loss)
+        started = time.perf_counter()
+        batches = self.train_batches(epoch - 1)  # loaders count epochs from 0
+        try:
+            for batch in itertools.islice(batches, self.cfg.training.max_steps):  # None: all
+                if not cells:  # the loader's start-up: workers, first fetch, Ray Data planning
+                    self._timings = {"first_batch_seconds": time.perf_counter() - started,
+                                     "first_batch_at": time.time()}
+                x, y = batch.on(self.device, log1p, self.sparse)
+                loss = self.model.loss(self.ddp_model(x), y)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+                step_loss = loss.item()
+                loss_sum += step_loss * len(y)
+                cells += len(y)
+                self.progress.step(len(y), step_loss)
+        finally:
+            batches.close()  # a max_steps epoch stops its DataLoader workers or Ray Data now
         return {"train_loss": loss_sum}, cells
+
+    def timings(self) -> dict[str, float]:
+        return self._timings
 
     def evaluate(self, epoch: int) -> dict[str, float]:
         """Per-task confusion matrices over this rank's share of the test set, then summed."""
@@ -78,7 +93,7 @@ class TahoePlan(Plan):
         self.model.eval()
         with torch.no_grad():
             for batch in make_loader(self.test_set, self.cfg.scdataset.num_workers):
-                x, y = batch.dense_on(device, self.cfg.training.log1p)
+                x, y = batch.on(device, self.cfg.training.log1p, self.sparse)
                 for i, (task, logits) in enumerate(zip(self.model.tasks, self.model(x),
                                                        strict=True)):
                     n = sizes[task]

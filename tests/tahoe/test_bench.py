@@ -27,35 +27,51 @@ def test_unknown_arm_is_named():
 
 
 ARMS_SHORT = ["streaming", "random", "block_shuffling", "ray_buffer", "per_row_backed",
-              "seed_anncollection", "sequential_limit"]
+              "seed_anncollection", "sequential_limit", "storage_limit"]
 
 
 @pytest.mark.ray
-def test_a_short_run_writes_every_arm_bare_and_in_a_ray_train_worker(tahoe_dir, tmp_path):
+def test_a_short_run_writes_every_arm_cold_and_warm_bare_and_in_a_ray_train_worker(
+        tahoe_dir, tmp_path):
     out = tmp_path / "bench"
-    done = run_cli("bench", "loaders", "--data", str(tahoe_dir), "--seconds", "0.5",
-                   "--warmup", "0.2", "--batch_size", "16", "--fetch_factor", "4",
+    done = run_cli("bench", "loaders", "--data", str(tahoe_dir), "--seconds", "0.4",
+                   "--warmup", "0.1", "--batch_size", "16", "--fetch_factor", "4",
                    "--block_size", "4", "--rounds", "2", "--strategies", *ARMS_SHORT,
                    "--out", str(out), timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     bench = pd.read_csv(out / "bench.csv")
     assert list(bench.columns) == BENCH_COLUMNS
-    assert len(bench) == 2 * 2 * len(ARMS_SHORT)  # two places, two rounds
+    assert len(bench) == 2 * 2 * 2 * len(ARMS_SHORT)  # two places, two caches, two rounds
     assert set(bench["where"]) == {"bare", "ray_train"} and set(bench["round"]) == {1, 2}
+    assert set(bench["cache"]) == {"cold", "warm"} and set(bench["consumer"]) == {"sparse"}
     assert (bench["cells_per_s"] > 0).all() and (bench["batches"] > 0).all()
-    bare = bench[(bench["where"] == "bare") & (bench["round"] == 1)].set_index("arm")
+    # Each cold arm starts with its plates out of the page cache, each warm one in it.
+    if not on_tmpfs(tahoe_dir):
+        assert (bench.loc[bench["cache"] == "cold", "resident_before"] < 0.05).all()
+    assert (bench.loc[bench["cache"] == "warm", "resident_before"] > 0.95).all()
+    bare = bench[(bench["where"] == "bare") & (bench["round"] == 1)
+                 & (bench["cache"] == "warm")].set_index("arm")
     # In-order streaming sees one or two wells a batch; random draws mix drugs and plates.
     assert bare.at["streaming", "drug_entropy"] < 0.5 * bare.at["random", "drug_entropy"]
     assert bare.at["random", "plate_entropy"] > 0.5
     assert (out / "bench.png").stat().st_size > 10_000
-    assert "block_shuffling / sequential_limit" in done.stdout
+    assert "cold: block_shuffling / storage_limit" in done.stdout
+    assert "warm: block_shuffling / sequential_limit" in done.stdout
     assert "block_shuffling" in done.stderr + done.stdout  # progress, one line per arm
+
+
+def on_tmpfs(path) -> bool:
+    """tmpfs keeps files in memory: no eviction takes there."""
+    mounts = [line.split() for line in open("/proc/self/mounts")]
+    path = str(path.resolve())
+    best = max((m for m in mounts if path.startswith(m[1])), key=lambda m: len(m[1]))
+    return best[2] == "tmpfs"
 
 
 def test_every_registry_strategy_is_a_bench_arm():
     from raycell.tahoe.arms import ARM_NAMES
 
-    assert set(ARM_NAMES) < set(BENCH_ARMS) and len(BENCH_ARMS) == len(ARM_NAMES) + 3
+    assert set(ARM_NAMES) < set(BENCH_ARMS) and len(BENCH_ARMS) == len(ARM_NAMES) + 4
 
 
 def _no_plates(root):
@@ -96,6 +112,8 @@ def test_unknown_strategy_in_the_list_is_one_line_and_exit_code_2(tmp_path):
     (["--rounds", "0"], "--rounds must be positive"),
     (["--num_workers", "-1"], "--num_workers and --warmup must not be negative"),
     (["--device", "tpu"], "--device 'tpu': use cpu or cuda"),
+    (["--cache", "lukewarm"], "--cache 'lukewarm': use cold | warm | both"),
+    (["--consumer", "csr"], "--consumer 'csr': use sparse | dense"),
 ])
 def test_bad_bench_flags_are_one_line_and_exit_code_2(tmp_path, args, expected):
     done = run_cli("bench", "loaders", *args, "--out", str(tmp_path / "b"))

@@ -13,8 +13,8 @@ def test_fused_heads_equal_four_separate_linear_layers():
     start = 0
     for logits, n in zip(model(x), sizes.values(), strict=True):
         head = nn.Linear(20, n)
-        head.weight.data = model.fused.weight.data[start : start + n]
-        head.bias.data = model.fused.bias.data[start : start + n]
+        head.weight.data = model.weight.data[:, start : start + n].T
+        head.bias.data = model.bias.data[start : start + n]
         torch.testing.assert_close(logits, head(x))
         start += n
 
@@ -37,8 +37,8 @@ def test_heads_are_initialised_xavier_uniform_each_with_zero_bias():
     torch.manual_seed(2)
     genes, sizes = 2000, {"cell_line": 50, "drug": 380, "moa_broad": 4, "moa_fine": 27}
     model = MultiTaskLinear(genes, sizes)
-    assert torch.count_nonzero(model.fused.bias) == 0
-    heads = model.fused.weight.detach().split(list(sizes.values()), dim=0)
+    assert torch.count_nonzero(model.bias) == 0
+    heads = model.weight.detach().split(list(sizes.values()), dim=1)
     for head, n in zip(heads, sizes.values(), strict=True):
         bound = (6 / (genes + n)) ** 0.5
         assert head.abs().max() <= bound

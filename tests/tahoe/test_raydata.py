@@ -65,8 +65,9 @@ def test_block_order_comes_from_the_epoch_not_from_how_many_epochs_ran(inputs):
 
 def test_read_tasks_take_whole_blocks_of_rows(inputs):
     n = len(inputs.train)
-    (groups,) = row_groups(n, READ_ROWS, BLOCK, seed=0, epoch=0)
-    assert all(g.size <= READ_ROWS for g in groups)
+    (plan,) = row_groups(n, READ_ROWS, BLOCK, seed=0, epoch=0)
+    groups = [g.rows() for g in plan]
+    assert all(g.size == task.size <= READ_ROWS for g, task in zip(groups, plan, strict=True))
     for group in groups:
         blocks, counts = np.unique(group // BLOCK, return_counts=True)
         assert (counts[blocks < n // BLOCK] == BLOCK).all()
