@@ -11,7 +11,12 @@ import numpy as np
 
 
 def group_weights(codes: np.ndarray, min_count_baseline: int) -> np.ndarray:
-    """Per-cell weights from (n, 2) cell-line/drug codes."""
-    _, group, counts = np.unique(codes, axis=0, return_inverse=True, return_counts=True)
-    per_group = len(codes) / (len(counts) * (counts + min_count_baseline))
-    return per_group[group.ravel()]
+    """Per-cell weights from (n, 2) cell-line/drug codes.
+
+    Groups are counted with one bincount of a combined key, O(n): a row-wise
+    ``np.unique(axis=0)`` sorts 93M rows as opaque records and took minutes on Tahoe.
+    """
+    key = codes[:, 0].astype(np.int64) * (int(codes[:, 1].max()) + 1) + codes[:, 1]
+    counts = np.bincount(key)
+    per_group = len(codes) / (np.count_nonzero(counts) * (counts + min_count_baseline))
+    return per_group[key]

@@ -64,6 +64,8 @@ def test_bad_data_files(tahoe_dir, tmp_path, damage):
         (["--h5ad_dir", "/no/such/dir", "--strategy", "random"], "/no/such/dir"),
         (["--strategy", "shuffle_everything"], "unknown strategy 'shuffle_everything'"),
         (["--strategy", "random", "--batch_size", "0"], "training.batch_size"),
+        (["--strategy", "random", "--max_steps", "0"], "training.max_steps"),
+        (["--strategy", "random", "--input", "csr"], "training.input"),
         (["--all", "--epochs", "many"], "--epochs"),
         (["--config", "default", "--all"], "data.h5ad_dir is not set"),
     ],
