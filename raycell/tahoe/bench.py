@@ -44,7 +44,6 @@ from raycell.tahoe.inputs import build_labels
 from raycell.tahoe.labels import LabelSpace
 from raycell.tahoe.plates import TahoeSplit, find_drug_table, find_plates, read_split
 from raycell.tahoe.sparse import SparseBatch, TahoeRows
-from raycell.tahoe.sparse_linear import CsrRows
 
 REFERENCES = ("per_row_backed", "seed_anncollection", "sequential_limit", "storage_limit")
 BENCH_ARMS = ARM_NAMES + REFERENCES
@@ -143,14 +142,11 @@ def arm_batches(arm: str, split: TahoeSplit, labels: LabelSpace, s: BenchSetting
 
 
 def consume(x: sp.csr_array | None, consumer: str, device: torch.device) -> None:
-    """What training does with a host batch before its forward pass (sparse.py)."""
+    """What training does with a host batch before its forward pass (``SparseBatch.on``)."""
     if x is None:
         return
-    if consumer == "sparse":
-        CsrRows.from_scipy(sp.csr_array((np.require(x.data, np.float32, "W"), x.indices,
-                                         x.indptr), shape=x.shape), device)
-    else:
-        SparseBatch(x, np.zeros((x.shape[0], 0), np.int64), np.zeros(0)).dense_on(device, False)
+    no_labels = np.zeros((x.shape[0], 0), np.int64)
+    SparseBatch(x, no_labels, np.zeros(0, np.int64)).on(device, False, consumer == "sparse")
     if device.type == "cuda":
         torch.cuda.synchronize()
 

@@ -69,7 +69,8 @@ class TahoeTraining(Strict):
     log1p: bool = False
     # How batches reach the model: CSR rows (a sparse matmul) or dense rows, with the same
     # numbers to float tolerance. auto: sparse on a CPU, where ``raycell bench train``
-    # measures it ~3x faster at 62,710 genes; dense on a GPU until a GPU bench says otherwise.
+    # measures it 5.0x faster at 62,710 genes (docs/benchmarks.md); dense on a GPU until
+    # a GPU bench says otherwise.
     input: Literal["auto", "sparse", "dense"] = "auto"
     max_steps: int | None = Field(None, ge=1)  # batches per epoch at most: pilots, start-up
 

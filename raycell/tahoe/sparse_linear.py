@@ -44,8 +44,9 @@ class CsrRows:
 
     @classmethod
     def from_scipy(cls, x: sp.csr_array, device: torch.device) -> CsrRows:
-        """Move a float32 scipy CSR batch to ``device``; the transpose is built on the host
-        (0.3 ms for 64 Tahoe cells), so nothing but index arrays crosses to a GPU."""
+        """Move a float32 scipy CSR batch to ``device``; the transpose is built on the host,
+        so only CSR arrays cross to a GPU (all of it: ``to_device`` in docs/benchmarks.md,
+        1.2 ms a 64-cell batch on a CPU)."""
         xt = x.T.tocsr()  # scipy's csr -> csc conversion, read as the transpose's CSR
 
         def move(a: np.ndarray, dtype=None) -> torch.Tensor:
@@ -80,9 +81,11 @@ class SparseLinear(torch.autograd.Function):
         fresh = weight.grad is None
         # The usual case (zero_grad(set_to_none=True)): overwrite the kept buffer
         # (beta=0 never reads it). Otherwise accumulate as autograd would.
-        part = (torch.addmm(ctx.buffers.get(weight), xt, grad_out, beta=0,
-                            out=ctx.buffers.get(weight)) if fresh
-                else torch.addmm(torch.zeros_like(weight), xt, grad_out, beta=0))
+        if fresh:
+            kept = ctx.buffers.get(weight)
+            part = torch.addmm(kept, xt, grad_out, beta=0, out=kept)
+        else:
+            part = torch.addmm(torch.zeros_like(weight), xt, grad_out, beta=0)
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             dist.all_reduce(part)  # what DDP does for the other parameters: the ranks' mean
             part /= dist.get_world_size()
