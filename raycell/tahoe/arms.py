@@ -18,12 +18,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
-from scdataset import BlockShuffling, BlockWeightedSampling, SamplingStrategy, Streaming
+from scdataset import BlockShuffling, SamplingStrategy, Streaming
 
 from raycell.core.errors import RaycellError
 from raycell.tahoe.labels import LabelSpace
 from raycell.tahoe.plates import TahoeSplit
 from raycell.tahoe.sparse import SparseBatch
+from raycell.tahoe.weights import SortedWeightedSampling, group_weights
 
 DEFAULT_BLOCK = 16  # the seed's block size for the block arms
 
@@ -74,8 +75,6 @@ class ScDatasetArm(Arm):
         self.sampler = sampler  # (settings, n_cells, weights) -> a scdataset strategy
 
     def sampling(self, split: TahoeSplit, s: LoaderSettings) -> SamplingStrategy:
-        from raycell.tahoe.weights import group_weights
-
         return self.sampler(s, len(split),
                             lambda: group_weights(split.codes, s.min_count_baseline))
 
@@ -99,8 +98,8 @@ class RayDataArm(Arm):
 
 
 def _weighted(s: LoaderSettings, n: int, weights: Callable[[], np.ndarray]) -> SamplingStrategy:
-    return BlockWeightedSampling(block_size=s.block_size, weights=weights(), replace=True,
-                                 total_size=n)
+    # scdataset's BlockWeightedSampling(replace=True, total_size=n), drawn in seconds at 93M.
+    return SortedWeightedSampling(block_size=s.block_size, weights=weights())
 
 
 ARMS: dict[str, Arm] = {arm.name: arm for arm in (

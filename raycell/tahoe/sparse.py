@@ -9,6 +9,8 @@ This avoids AnnCollection.to_adata, which FACTS.md measured at about 6x slower.
 
 from __future__ import annotations
 
+import os
+import weakref
 from dataclasses import dataclass
 
 import h5py
@@ -18,6 +20,7 @@ import torch
 
 from raycell.tahoe.labels import LabelSpace
 from raycell.tahoe.plates import TahoeSplit
+from raycell.tahoe.readahead import ByteRanges, hint
 from raycell.tahoe.sparse_linear import CsrRows
 
 
@@ -100,7 +103,7 @@ class TahoeRows:
         self.labels = labels
         self.offsets = np.cumsum([0] + [p.n_rows for p in split.plates])
         self.n_vars = split.n_vars
-        self._datasets: dict[str, tuple[h5py.Dataset, h5py.Dataset]] = {}
+        self._datasets: dict[str, _PlateFile] = {}
 
     def __len__(self) -> int:
         return int(self.offsets[-1])
@@ -108,12 +111,11 @@ class TahoeRows:
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_datasets": {}}
 
-    def _open(self, plate: int) -> tuple[h5py.Dataset, h5py.Dataset]:
-        """(X/data, X/indices) of a plate's file, opened once per process."""
+    def _open(self, plate: int) -> _PlateFile:
+        """A plate's file, opened once per process."""
         path = self.split.plates[plate].path
         if path not in self._datasets:
-            x = h5py.File(path, "r")["X"]
-            self._datasets[path] = (x["data"], x["indices"])
+            self._datasets[path] = _PlateFile(path)
         return self._datasets[path]
 
     def __getitem__(self, rows: np.ndarray) -> SparseBatch:
@@ -126,12 +128,16 @@ class TahoeRows:
         for plate in np.unique(plate_of):
             local = unique[plate_of == plate] - self.offsets[plate]
             ptr = self.split.plates[plate].indptr
-            data, indices = self._open(int(plate))
+            file = self._open(int(plate))
             starts, stops = runs(local)
-            for start, stop in zip(starts, stops, strict=True):
-                lo, hi = int(ptr[start]), int(ptr[stop])
-                data_parts.append(data[lo:hi])
-                index_parts.append(indices[lo:hi])
+            bounds = [(int(ptr[start]), int(ptr[stop])) for start, stop in zip(starts, stops,
+                                                                                  strict=True)]
+            if len(bounds) > 1:  # one long run: the kernel's own readahead streams it
+                file.readahead(bounds)
+            for (start, stop), (lo, hi) in zip(zip(starts, stops, strict=True), bounds,
+                                               strict=True):
+                data_parts.append(file.data[lo:hi])
+                index_parts.append(file.indices[lo:hi])
                 indptr_parts.append(ptr[start + 1 : stop + 1] - lo + nnz)
                 nnz += hi - lo
         empty = [np.zeros(0, np.float32)]
@@ -146,3 +152,18 @@ class TahoeRows:
         labels = self.labels.expand(self.split.codes[unique])
         batch = SparseBatch(x, labels, unique)
         return batch if unique.size == rows.size else batch[inverse.ravel()]
+
+
+class _PlateFile:
+    """A plate's X/data and X/indices, and the byte ranges to ask the kernel for."""
+
+    def __init__(self, path: str):
+        x = h5py.File(path, "r")["X"]
+        self.data, self.indices = x["data"], x["indices"]
+        self.layout = (ByteRanges(self.data), ByteRanges(self.indices))
+        self.fd = os.open(path, os.O_RDONLY)  # for the hints only; h5py reads on its own
+        weakref.finalize(self, os.close, self.fd)
+
+    def readahead(self, bounds: list[tuple[int, int]]) -> None:
+        """Queue every run's bytes of both datasets at once (raycell/tahoe/readahead.py)."""
+        hint(self.fd, [r for lo, hi in bounds for layout in self.layout for r in layout.of(lo, hi)])

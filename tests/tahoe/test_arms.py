@@ -46,7 +46,7 @@ def test_registry_builds_the_seed_strategies(inputs):
     for name in ("weighted_block", "weighted_true"):
         s = built[name]
         assert isinstance(s, BlockWeightedSampling) and s.replace
-        assert s.total_size == len(inputs.train) and len(s.weights) == len(inputs.train)
+        assert s.total_size == len(inputs.train) and len(s.cdf) == len(inputs.train)
     assert built["weighted_block"].block_size == 16 and built["weighted_true"].block_size == 1
     with pytest.raises(RaycellError, match="unknown strategy 'bogus'"):
         get_arm("bogus")
