@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from raycell.core.errors import RaycellError
+from raycell.core.errors import RaycellError, RunsFailed
+from raycell.core.html import REPORT_FILE
 from raycell.tahoe.arms import ARMS
 
 # CLI flag -> dotted config keys it overrides (the seed's flag names).
@@ -229,7 +230,33 @@ def build_parser() -> Parser:
     _chemoe_parser(sub)
     _data_parser(sub)
     _bench_parser(sub)
+    _report_parser(sub)
+    st = sub.add_parser("status", help="the runs of a results folder: finished, running, "
+                                       "interrupted, failed")
+    st.add_argument("folder", metavar="DIR")
+    st.set_defaults(func=_run_status)
     return parser
+
+
+def _run_status(args: argparse.Namespace) -> None:
+    from raycell.core.status import format_status, grid_status
+
+    workload, runs = grid_status(args.folder)
+    print(format_status(Path(args.folder).expanduser().resolve(), workload, runs))
+
+
+def _report_parser(sub) -> None:
+    r = sub.add_parser("report", help="one self-contained HTML page over results folders")
+    r.add_argument("folders", nargs="+", metavar="DIR",
+                   help="raycell tahoe / chemoe results folders, or loader bench folders")
+    r.add_argument("--out", required=True, metavar="FILE.html")
+    r.set_defaults(func=_run_report)
+
+
+def _run_report(args: argparse.Namespace) -> None:
+    from raycell.report import write_report
+
+    print(f"report: {write_report(args.folders, args.out)}")
 
 
 def overrides(args: argparse.Namespace, table: dict[str, tuple[str, ...]]) -> dict[str, Any]:
@@ -266,7 +293,9 @@ def _run_tahoe(args: argparse.Namespace) -> None:
     from raycell.tahoe.tables import print_summary
 
     print_summary(summary, cfg.output.save_dir, cfg.training.log1p)
-    print(f"figures: {Path(cfg.output.save_dir).resolve() / 'figures'}")
+    save_dir = Path(cfg.output.save_dir).resolve()
+    print(f"figures: {save_dir / 'figures'}")
+    print(f"report: {save_dir / REPORT_FILE}")
 
 
 def _run_bench(args: argparse.Namespace) -> None:
@@ -332,7 +361,9 @@ def _run_chemoe(args: argparse.Namespace) -> None:
     rows = run_chemoe(cfg, args.restart)
     from raycell.chemoe.tables import print_chemoe
 
-    print_chemoe(rows, Path(cfg.output.save_dir).resolve())
+    save_dir = Path(cfg.output.save_dir).resolve()
+    print_chemoe(rows, save_dir)
+    print(f"report: {save_dir / REPORT_FILE}")
 
 
 def _write_pdgrapher(args: argparse.Namespace) -> None:
@@ -429,6 +460,9 @@ def main(argv: list[str] | None = None, job: bool = False) -> int:
     except RaycellError as err:
         print(f"raycell: error: {err}", file=sys.stderr)
         return 2
+    except RunsFailed as err:
+        print(f"raycell: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     return 0

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import psutil
 import pytest
+import yaml
 
 from raycell.chemoe.config import PdgrapherSpec
 from raycell.chemoe.synthetic import write_pdgrapher
+from raycell.core.status import latest_checkpoint
 from raycell.tahoe.config import TahoeSpec
 from raycell.tahoe.synthetic import write_tahoe
 
@@ -73,3 +79,52 @@ def assert_clean_error(result, culprit, save_dir):
     assert len(lines) == 1 and lines[0].startswith("raycell: error:"), result.stderr
     assert culprit in lines[0]
     assert not save_dir.exists()
+
+
+# Kill and resume, as a user meets it (tests/core/test_resume.py, tests/core/test_status.py).
+def tahoe_yaml(path: Path, tahoe_dir: Path, save: Path, epochs: int, **extra) -> Path:
+    cfg = {"data": {"h5ad_dir": str(tahoe_dir), "train_plates": [1, 2], "test_plates": [3]},
+           "training": {"batch_size": 16, "num_epochs": epochs},
+           "scdataset": {"fetch_factor": 4, "num_workers": 0},
+           "ray_data": {"read_rows": 256, "shuffle_buffer_rows": 128},
+           "output": {"save_dir": str(save)}, **extra}
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def start_cli(*args: str, log: Path) -> subprocess.Popen:
+    with open(log, "w") as out:  # its own session: SIGKILL to the group hits only it
+        return subprocess.Popen([sys.executable, "-m", "raycell.cli", *args], stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def latest_checkpoint_epoch(save: Path, run: str = "") -> int | None:
+    """The epoch of the newest checkpoint Ray Train has registered for any run in save
+    (or the runs whose name starts with ``run``)."""
+    epochs = []
+    for train_dir in (save / "ray").glob(f"{run}*/"):
+        try:
+            latest = latest_checkpoint(train_dir)
+        except (ValueError, KeyError):
+            continue  # being written
+        if latest:
+            epochs.append(int(latest["metrics"]["epoch"]))
+    return max(epochs) if epochs else None
+
+
+def kill_after(proc: subprocess.Popen, ready, timeout: float = 240) -> None:
+    deadline = time.time() + timeout
+    while not ready():
+        assert proc.poll() is None, "the run ended before it could be killed"
+        assert time.time() < deadline, "no checkpoint in time"
+        time.sleep(0.05)
+    group = [proc.pid] + [p.pid for p in psutil.Process(proc.pid).children(recursive=True)]
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    # Ray's processes of that cluster die with their driver; wait until they have.
+    for _ in range(200):
+        if not [pid for pid in group if psutil.pid_exists(pid)
+                and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]:
+            return
+        time.sleep(0.1)
+    raise AssertionError("processes of the killed run are still alive")

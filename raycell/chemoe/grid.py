@@ -79,6 +79,12 @@ def _records(run: GridRun, folder: Path) -> dict[str, pd.DataFrame]:
     return {"results.csv": pd.DataFrame([row], columns=RESULT_COLUMNS)}
 
 
+def _report(save_dir: Path):
+    from raycell.chemoe.report import sections  # it imports this module's columns
+
+    return sections(save_dir)
+
+
 def chemoe_grid(cfg: ChemoeConfig, inputs: ChemoeInputs, restart: bool = False) -> pd.DataFrame:
     """Run the grid's unfinished runs; returns the grid's rows of results.csv."""
     save_dir = Path(cfg.output.save_dir).resolve()
@@ -92,7 +98,7 @@ def chemoe_grid(cfg: ChemoeConfig, inputs: ChemoeInputs, restart: bool = False) 
                      "mol_encoder": mol_encoder_of(model, cfg)}))
     workload = Workload(name="chemoe", results_file="results.csv", trial=_trial,
                         records=_records, metrics=CURVE_METRICS,
-                        params=flatten(cfg.model_dump()))
+                        params=flatten(cfg.model_dump()), report=_report)
 
     def shared() -> dict[str, Any]:
         return {"cfg": cfg.model_dump(), "data_dir": str(inputs.data_dir),

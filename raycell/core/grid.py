@@ -16,7 +16,9 @@ checkpoint and starts the rest; ``restart`` forgets the grid's keys first.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import socket
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,12 +33,19 @@ from ray.tune.integration.ray_train import TuneReportCallback
 
 from raycell.core import runtime
 from raycell.core.config import RaySettings, config_key
-from raycell.core.errors import RaycellError
+from raycell.core.errors import RaycellError, RunsFailed
+from raycell.core.html import REPORT_FILE, Section, page, write_page
 from raycell.core.rows import remove_keys, upsert
+from raycell.core.status import (
+    ERROR_FILE,
+    MARKER_FILE,
+    RUNNING_FILE,
+    TRAIN_SNAPSHOT,
+    first_error_line,
+    latest_checkpoint,
+)
 from raycell.core.tracking import GridRecorder, forget_runs, log_figures
 from raycell.core.worker import STATE_FILE
-
-TRAIN_SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train V2's record of checkpoints
 
 
 @dataclass(frozen=True)
@@ -65,6 +74,9 @@ class Workload:
     # save_dir -> figures drawn from its results once the grid ends, also logged to the
     # grid's MLflow parent run
     figures: Callable[[Path], list[Path]] | None = None
+    # save_dir -> the report's sections: ``<save_dir>/report.html`` once the grid ends,
+    # also logged to the parent run
+    report: Callable[[Path], list[Section]] | None = None
 
 
 def run_folder(save_dir: Path, run: GridRun) -> Path:
@@ -101,7 +113,7 @@ def check_save_dir(save_dir: Path, workload: Workload, runs: list[GridRun],
                    restart: bool) -> None:
     """Refuse a folder of another workload, or one holding a run of the same name made
     with other settings (its numbers would sit beside these as if comparable)."""
-    marker = save_dir / "raycell.json"
+    marker = save_dir / MARKER_FILE
     if marker.is_file():
         other = json.loads(marker.read_text()).get("workload")
         if other != workload.name:
@@ -121,15 +133,6 @@ def check_save_dir(save_dir: Path, workload: Workload, runs: list[GridRun],
                 f"it, or choose another --save_dir")
     for run in runs:
         check_checkpoint(save_dir / "ray" / run.train_name(), run)
-
-
-def latest_checkpoint(train_dir: Path) -> dict[str, Any] | None:
-    """Ray Train's record of a run's latest registered checkpoint (``checkpoint_dir_name``,
-    ``metrics``), None without one; ValueError, KeyError or TypeError if it is corrupt."""
-    snapshot = train_dir / TRAIN_SNAPSHOT
-    if not snapshot.is_file():
-        return None
-    return json.loads(snapshot.read_text())["latest_checkpoint_result"]
 
 
 def check_checkpoint(train_dir: Path, run: GridRun) -> None:
@@ -175,7 +178,8 @@ def run_grid(workload: Workload, runs: list[GridRun], save_dir: Path, settings: 
     """
     check_save_dir(save_dir, workload, runs, restart)
     save_dir.mkdir(parents=True, exist_ok=True)
-    (save_dir / "raycell.json").write_text(json.dumps({"workload": workload.name}))
+    (save_dir / MARKER_FILE).write_text(json.dumps({"workload": workload.name,
+                                                    "results_file": workload.results_file}))
     uri = runtime.tracking_uri(save_dir)
     if restart:
         forget(save_dir, workload, runs, uri)
@@ -188,10 +192,12 @@ def run_grid(workload: Workload, runs: list[GridRun], save_dir: Path, settings: 
     parent = _tune(workload, todo, save_dir, settings, experiment_name, shared, uri) \
         if todo else None
     rows = pd.read_csv(save_dir / workload.results_file, dtype={"run_key": str})
-    if workload.figures:
-        figures = workload.figures(save_dir)
-        if parent is not None:
-            log_figures(uri, parent, figures)
+    figures = workload.figures(save_dir) if workload.figures else []
+    if workload.report:
+        figures.append(write_page(save_dir / REPORT_FILE, page(
+            f"raycell {workload.name}", str(save_dir), workload.report(save_dir))))
+    if parent is not None and figures:
+        log_figures(uri, parent, figures)
     return rows[rows["run_key"].isin([run.key for run in runs])].reset_index(drop=True)
 
 
@@ -211,6 +217,8 @@ def _tune(workload: Workload, todo: list[GridRun], save_dir: Path, settings: Ray
     # Tune's own folder is bookkeeping only (resume goes through Train's run folders), so
     # a rerun starts it afresh instead of tripping over the killed invocation's state.
     shutil.rmtree(save_dir / "tune" / name, ignore_errors=True)
+    for run in todo:  # a new attempt: the last one's error no longer stands
+        (run_folder(save_dir, run) / ERROR_FILE).unlink(missing_ok=True)
     tuner = tune.Tuner(
         tune.with_resources(_flat(workload.trial), {"CPU": settings.driver_cpus}),
         param_space={**shared(), "storage": str(save_dir / "ray"), "run": tune.grid_search(trials)},
@@ -221,10 +229,23 @@ def _tune(workload: Workload, todo: list[GridRun], save_dir: Path, settings: Ray
         run_config=tune.RunConfig(name=name, storage_path=str(save_dir / "tune"),
                                   callbacks=[recorder], verbose=1),
     )
-    failed = [r for r in tuner.fit() if r.error is not None]
+    running = save_dir / RUNNING_FILE  # for `raycell status` while the grid runs
+    running.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                   "keys": sorted(by_key)}))
+    try:
+        failed = [r for r in tuner.fit() if r.error is not None]
+    finally:
+        running.unlink(missing_ok=True)
+    for result in failed:
+        folder = run_folder(save_dir, by_key[result.config["run"]["key"]])
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / ERROR_FILE).write_text(str(result.error))
     recorder.close(failed=bool(failed))
     if failed:
-        raise RuntimeError(f"{len(failed)} of {len(todo)} runs failed; first: {failed[0].error}")
+        first = by_key[failed[0].config["run"]["key"]]
+        raise RunsFailed(f"{len(failed)} of {len(todo)} runs failed; {first.name}: "
+                         f"{first_error_line(str(failed[0].error))} (all: raycell status "
+                         f"{save_dir})")
     return recorder.parent
 
 

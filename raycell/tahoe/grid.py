@@ -21,6 +21,7 @@ from raycell.tahoe.arms import get_arm
 from raycell.tahoe.config import TahoeConfig
 from raycell.tahoe.inputs import TahoeInputs
 from raycell.tahoe.plots import write_figures
+from raycell.tahoe.report import sections
 from raycell.tahoe.results import CURVE_COLUMNS, EPOCH_METRICS, summary_row
 from raycell.tahoe.worker import train_loop
 
@@ -71,7 +72,7 @@ def tahoe_grid(cfg: TahoeConfig, inputs: TahoeInputs, strategies: list[str],
     workload = Workload(
         name="tahoe", results_file="summary.csv", trial=_trial, records=_records(settings),
         metrics=EPOCH_METRICS, params=flatten(cfg.model_dump()),
-        extra_files=("curves.csv", "settings.csv"), figures=write_figures)
+        extra_files=("curves.csv", "settings.csv"), figures=write_figures, report=sections)
 
     def shared() -> dict[str, Any]:  # built only when something is left to run
         (save_dir / "labels.json").write_text(inputs.labels.to_json())

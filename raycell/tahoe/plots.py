@@ -76,6 +76,15 @@ def write_figures(save_dir: Path) -> list[Path]:
 
 
 def plot_bench(bench: pd.DataFrame, path: Path) -> Path:
+    """``bench_figure`` as a PNG file."""
+    fig = bench_figure(bench)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def bench_figure(bench: pd.DataFrame):
     """Throughput (log) against batch diversity, a panel per cache: the loader choice at a
     glance."""
     colors = {"scdataset": "tab:blue", "ray_data": "tab:orange", "reference": "tab:gray"}
@@ -100,7 +109,4 @@ def plot_bench(bench: pd.DataFrame, path: Path) -> Path:
         ax.legend(fontsize=8)
     axes[0][0].set_ylabel(f"cells/s ({first['consumer']} batches at the consumer)")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return fig

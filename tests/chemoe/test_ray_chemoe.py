@@ -11,7 +11,9 @@ import torch
 from raycell.chemoe.grid import RESULT_COLUMNS, chemoe_grid
 from raycell.chemoe.inputs import prepare_inputs
 from raycell.chemoe.metrics import de_scores
+from raycell.core.html import REPORT_FILE
 from tests.conftest import tiny_chemoe_config
+from tests.report_html import PNG, column, read_report
 
 pytestmark = pytest.mark.ray
 MODELS = ["chemoe", "identity", "mean_shift", "ridge"]
@@ -96,3 +98,24 @@ def test_rerunning_a_finished_run_key_skips_it(grid, pdgrapher_dir, capsys):
     assert "skipped identity-A549-fold0" in capsys.readouterr().out
     assert (save / "results.csv").read_text() == before
     assert list(got["model"]) == ["identity"]
+
+
+def test_the_grid_writes_a_report_of_models_per_cell_line_and_fold(grid):
+    _, save, _ = grid
+    report = read_report(save / REPORT_FILE)
+    assert report.outside == []
+    assert report.headings == ["CheMoE against identity, mean shift and ridge",
+                               "Mean over folds per cell line (the seed's table)",
+                               "Per cell line and fold", "Expert usage"]
+    assert len(report.images) == 2 and all(i.startswith(PNG) for i in report.images)
+    means, per_fold, usage = report.tables
+    assert means[0] == ["cell_line", "model", "r2_top20", "r2_top40", "r2_top80", "pearson_de",
+                        "folds"]
+    on_disk = pd.read_csv(save / "results.csv").set_index("model")
+    shown = dict(zip(column(means, "model"), column(means, "pearson_de"), strict=True))
+    assert shown["ridge"] == f"{on_disk.at['ridge', 'pearson_de']:.4f}"
+    assert shown["identity"] == ""  # undefined, not zero
+    assert sorted(column(per_fold, "mlflow_run_id")) == sorted(on_disk["mlflow_run_id"])
+    # Routing shares of the one CheMoE run: a share per expert, summing to one.
+    (shares,) = [[float(v) for v in row[1:]] for row in usage[1:]]
+    assert sum(shares) == pytest.approx(1, abs=2e-3)

@@ -6,11 +6,7 @@ fresh CLI process that starts its own local Ray cluster."""
 
 from __future__ import annotations
 
-import os
 import re
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -21,59 +17,12 @@ import psutil
 import pytest
 import yaml
 
-from raycell.core.grid import latest_checkpoint
-from tests.conftest import run_cli
+from raycell.core.status import latest_checkpoint
+from tests.conftest import kill_after, latest_checkpoint_epoch, run_cli, start_cli, tahoe_yaml
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 TIMING = {"train_seconds", "cells_per_s", "samples_per_s", "epoch_seconds", "eval_seconds",
           "timestamp", "mlflow_run_id"}
-
-
-def _tahoe_yaml(path: Path, tahoe_dir: Path, save: Path, epochs: int, **extra) -> Path:
-    cfg = {"data": {"h5ad_dir": str(tahoe_dir), "train_plates": [1, 2], "test_plates": [3]},
-           "training": {"batch_size": 16, "num_epochs": epochs},
-           "scdataset": {"fetch_factor": 4, "num_workers": 0},
-           "ray_data": {"read_rows": 256, "shuffle_buffer_rows": 128},
-           "output": {"save_dir": str(save)}, **extra}
-    path.write_text(yaml.safe_dump(cfg))
-    return path
-
-
-def _start(*args: str, log: Path) -> subprocess.Popen:
-    with open(log, "w") as out:  # its own session: SIGKILL to the group hits only it
-        return subprocess.Popen([sys.executable, "-m", "raycell.cli", *args], stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def _latest_checkpoint_epoch(save: Path) -> int | None:
-    """The epoch of the newest checkpoint Ray Train has registered for any run in save."""
-    epochs = []
-    for train_dir in (save / "ray").glob("*/"):
-        try:
-            latest = latest_checkpoint(train_dir)
-        except (ValueError, KeyError):
-            continue  # being written
-        if latest:
-            epochs.append(int(latest["metrics"]["epoch"]))
-    return max(epochs) if epochs else None
-
-
-def _kill_after(proc: subprocess.Popen, ready, timeout: float = 240) -> None:
-    deadline = time.time() + timeout
-    while not ready():
-        assert proc.poll() is None, "the run ended before it could be killed"
-        assert time.time() < deadline, "no checkpoint in time"
-        time.sleep(0.05)
-    group = [proc.pid] + [p.pid for p in psutil.Process(proc.pid).children(recursive=True)]
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    # Ray's processes of that cluster die with their driver; wait until they have.
-    for _ in range(200):
-        if not [pid for pid in group if psutil.pid_exists(pid)
-                and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]:
-            return
-        time.sleep(0.1)
-    raise AssertionError("processes of the killed run are still alive")
 
 
 def _same_numbers(a: pd.DataFrame, b: pd.DataFrame, keys: list[str]) -> None:
@@ -99,7 +48,7 @@ def _child_runs(save: Path, experiment: str) -> list:
 def reference(tahoe_dir, tmp_path_factory):
     """Uninterrupted runs of both arms, to compare resumed ones against."""
     root = tmp_path_factory.mktemp("reference")
-    config = _tahoe_yaml(root / "c.yaml", tahoe_dir, root / "out", 12)
+    config = tahoe_yaml(root / "c.yaml", tahoe_dir, root / "out", 12)
     done = run_cli("tahoe", "--config", str(config), "--strategy", "block_shuffling",
                    "ray_block_shuffle", timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -109,11 +58,11 @@ def reference(tahoe_dir, tmp_path_factory):
 @pytest.mark.parametrize("strategy", ["block_shuffling", "ray_block_shuffle"])
 def test_a_killed_tahoe_run_resumes_where_it_stopped(strategy, reference, tahoe_dir, tmp_path):
     save = tmp_path / "out"
-    config = _tahoe_yaml(tmp_path / "c.yaml", tahoe_dir, save, 12)
+    config = tahoe_yaml(tmp_path / "c.yaml", tahoe_dir, save, 12)
     args = ("tahoe", "--config", str(config), "--strategy", strategy)
-    proc = _start(*args, log=tmp_path / "killed.log")
-    _kill_after(proc, lambda: _latest_checkpoint_epoch(save) is not None)
-    checkpointed = _latest_checkpoint_epoch(save)
+    proc = start_cli(*args, log=tmp_path / "killed.log")
+    kill_after(proc, lambda: latest_checkpoint_epoch(save) is not None)
+    checkpointed = latest_checkpoint_epoch(save)
     assert not (save / "summary.csv").exists()
 
     again = run_cli(*args, timeout=600)
@@ -142,11 +91,11 @@ def test_a_killed_grid_skips_finished_runs_and_a_finished_grid_trains_nothing(
             for name in ("streaming", "streaming_buffer", "block_shuffling", "random",
                          "weighted_block", "weighted_true", "ray_streaming", "ray_buffer",
                          "ray_block_shuffle")}
-    config = _tahoe_yaml(tmp_path / "c.yaml", tahoe_dir, save, 12, strategies=arms)
+    config = tahoe_yaml(tmp_path / "c.yaml", tahoe_dir, save, 12, strategies=arms)
     args = ("tahoe", "--config", str(config), "--all")
-    proc = _start(*args, log=tmp_path / "killed.log")
+    proc = start_cli(*args, log=tmp_path / "killed.log")
     # Killed once the first arm has its row and the second has a checkpoint.
-    _kill_after(proc, lambda: (save / "summary.csv").is_file()
+    kill_after(proc, lambda: (save / "summary.csv").is_file()
                 and len(list((save / "ray").glob("*/checkpoint_manager_snapshot.json"))) >= 2)
     first = pd.read_csv(save / "summary.csv")["run_name"].tolist()
     assert len(first) == 1
@@ -188,9 +137,9 @@ def test_a_killed_chemoe_run_resumes_with_the_same_predictions(pdgrapher_dir, tm
 
     save = tmp_path / "out"
     args = ("chemoe", "--config", str(config(save)))
-    proc = _start(*args, log=tmp_path / "killed.log")
-    _kill_after(proc, lambda: (_latest_checkpoint_epoch(save) or 0) >= 2)
-    checkpointed = _latest_checkpoint_epoch(save)
+    proc = start_cli(*args, log=tmp_path / "killed.log")
+    kill_after(proc, lambda: (latest_checkpoint_epoch(save) or 0) >= 2)
+    checkpointed = latest_checkpoint_epoch(save)
     again = run_cli(*args, timeout=600)
     assert again.returncode == 0, again.stdout + again.stderr
     assert f"resuming at epoch {checkpointed + 1} of 40" in again.stdout + again.stderr
@@ -211,12 +160,12 @@ def test_a_killed_chemoe_run_resumes_with_the_same_predictions(pdgrapher_dir, tm
 def test_a_killed_worker_restarts_from_the_last_checkpoint(reference, tahoe_dir, tmp_path):
     """Ray Train's own restart (ray.max_failures 1) after one worker process dies."""
     save = tmp_path / "out"
-    config = _tahoe_yaml(tmp_path / "c.yaml", tahoe_dir, save, 12,
+    config = tahoe_yaml(tmp_path / "c.yaml", tahoe_dir, save, 12,
                          ray={"max_failures": 1})
-    proc = _start("tahoe", "--config", str(config), "--strategy", "block_shuffling",
+    proc = start_cli("tahoe", "--config", str(config), "--strategy", "block_shuffling",
                   log=tmp_path / "run.log")
     deadline = time.time() + 240
-    while _latest_checkpoint_epoch(save) is None:
+    while latest_checkpoint_epoch(save) is None:
         assert proc.poll() is None and time.time() < deadline
         time.sleep(0.05)
     workers = [p for p in psutil.Process(proc.pid).children(recursive=True)
@@ -233,10 +182,10 @@ def test_a_killed_worker_restarts_from_the_last_checkpoint(reference, tahoe_dir,
 
 def test_a_corrupt_checkpoint_is_one_clear_line_and_restart_recovers(tahoe_dir, tmp_path):
     save = tmp_path / "out"
-    config = _tahoe_yaml(tmp_path / "c.yaml", tahoe_dir, save, 12)
+    config = tahoe_yaml(tmp_path / "c.yaml", tahoe_dir, save, 12)
     args = ("tahoe", "--config", str(config), "--strategy", "random")
-    _kill_after(_start(*args, log=tmp_path / "killed.log"),
-                lambda: _latest_checkpoint_epoch(save) is not None)
+    kill_after(start_cli(*args, log=tmp_path / "killed.log"),
+                lambda: latest_checkpoint_epoch(save) is not None)
     train_dir = next((save / "ray").glob("*/"))
     state = train_dir / latest_checkpoint(train_dir)["checkpoint_dir_name"] / "state.pt"
     state.write_bytes(state.read_bytes()[:1000])  # a disk that filled up mid-write

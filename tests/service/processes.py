@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -192,3 +193,14 @@ def wait_job(head, job_id: str, timeout: float = 600) -> tuple[str, str]:
             return status, head.api(f"/api/jobs/{job_id}/logs")["logs"]
         time.sleep(2)
     raise TimeoutError(f"job {job_id} still {status} after {timeout} s")
+
+
+def chromium(*args: str, size: str = "1600,1000", timeout: float = 120):
+    binary = shutil.which("chromium")
+    assert binary, "chromium is not installed (Debian package; make system-packages)"
+    return subprocess.run(
+        [binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+         "--no-first-run", "--disable-background-networking", "--disable-component-update",
+         "--disable-sync", "--hide-scrollbars", f"--window-size={size}",
+         "--virtual-time-budget=20000", *args],
+        capture_output=True, text=True, timeout=timeout)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.service.processes import http_json, mlflow_server
+from tests.service.processes import chromium, http_json, mlflow_server
 
 pytestmark = [pytest.mark.service, pytest.mark.slow]
 
@@ -111,17 +111,6 @@ def test_artifacts_summary_figures_and_checkpoint_list(recorded):
     assert len(listed["checkpoints"]) == EPOCHS  # one per epoch, kept on (shared) disk
     assert all(Path(p).is_dir() and str(save) in p for p in listed["checkpoints"])
     assert not (save / "mlartifacts").exists()
-
-
-def chromium(*args: str, size: str = "1600,1000", timeout: float = 120):
-    binary = shutil.which("chromium")
-    assert binary, "chromium is not installed (Debian package; make system-packages)"
-    return subprocess.run(
-        [binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-         "--no-first-run", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", "--hide-scrollbars", f"--window-size={size}",
-         "--virtual-time-budget=20000", *args],
-        capture_output=True, text=True, timeout=timeout)
 
 
 def compare_url(server) -> str:

@@ -1,17 +1,25 @@
 """End to end on a real local Ray cluster: Tune grid of the six strategies, two DDP ranks each,
 MLflow in sqlite. One cluster for the module; slow-ish (minutes on 2 cores)."""
 
+import shutil
+from pathlib import Path
+
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
 import ray
+from PIL import Image
 
+from raycell.core.html import REPORT_FILE
 from raycell.tahoe.arms import ARM_NAMES
 from raycell.tahoe.grid import tahoe_grid
 from raycell.tahoe.inputs import load_tahoe_inputs
 from raycell.tahoe.labels import TASKS
 from raycell.tahoe.results import SUMMARY_COLUMNS
-from tests.conftest import tiny_config
+from tests.conftest import run_cli, tiny_config
+from tests.report_html import PNG, column, read_report
+from tests.service.processes import chromium
 
 pytestmark = pytest.mark.ray
 EPOCHS = 2
@@ -115,9 +123,9 @@ def test_restart_trains_again_and_replaces_row_and_mlflow_run(grid):
     keyed = client.search_runs([experiment], "tags.strategy = 'random'")
     assert [r.info.run_id for r in keyed] == [new]  # the old one is deleted, not doubled
     # Same settings, same numbers: a restart reproduces the run.
-    for column in ("drug_macro_f1", "cell_line_accuracy", "moa_fine_weighted_f1"):
-        assert again[column].iloc[0] == pytest.approx(
-            summary.set_index("strategy").loc["random", column], abs=1e-6)
+    for metric in ("drug_macro_f1", "cell_line_accuracy", "moa_fine_weighted_f1"):
+        assert again[metric].iloc[0] == pytest.approx(
+            summary.set_index("strategy").loc["random", metric], abs=1e-6)
 
 
 def test_figures_are_written_from_the_results(grid):
@@ -127,3 +135,46 @@ def test_figures_are_written_from_the_results(grid):
     paths = write_figures(save)
     assert {p.name for p in paths} >= {"comparison.png", "time.png", "curves_drug.png"}
     assert all(p.stat().st_size > 10_000 for p in paths)
+
+
+def test_the_grid_writes_a_self_contained_report_of_every_run(grid):
+    _, _, save, _ = grid
+    report = read_report(save / REPORT_FILE)
+    assert report.outside == []  # opens from disk, offline
+    assert report.headings[:4] == [
+        "Which strategy: macro F1 against training time",
+        "Summary per strategy (mean ± sd over seeds)", "Every run (macro F1 per task)",
+        "Training curves"]
+    assert len(report.images) == 2 and all(i.startswith(PNG) for i in report.images)
+    per_strategy, every_run, differing, shared = report.tables
+    on_disk = pd.read_csv(save / "summary.csv", dtype={"run_key": str})
+    assert sorted(column(per_strategy, "strategy")) == sorted(ARM_NAMES)
+    by_key = on_disk.set_index("run_key")
+    for key, run_id, drug in zip(column(every_run, "run_key"), column(every_run, "mlflow_run_id"),
+                                 column(every_run, "drug"), strict=True):
+        assert run_id == by_key.at[key, "mlflow_run_id"]
+        assert drug == f"{by_key.at[key, 'drug_macro_f1']:.4f}"
+    assert differing[0][:2] == ["run_key", "strategy.name"]  # what tells the runs apart
+    assert ["training.num_epochs", str(EPOCHS)] in shared
+
+
+def test_a_report_over_a_grid_and_a_bench_folder_renders_in_chromium(grid, tmp_path):
+    _, _, save, _ = grid
+    bench = tmp_path / "bench"
+    bench.mkdir()
+    shutil.copy(Path(__file__).parents[2] / "docs" / "bench_loaders_cold.csv", bench / "bench.csv")
+    out = tmp_path / "both.html"
+    result = run_cli("report", str(save), str(bench), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"report: {out}"
+    report = read_report(out)
+    assert report.headings[0] == f"{save.name}: Which strategy: macro F1 against training time"
+    assert report.headings[-1].startswith("bench: Loader throughput against batch diversity")
+    arms = column(report.tables[-1], "arm")
+    assert {"block_shuffling", "storage_limit"} <= set(arms)
+    shot = tmp_path / "report.png"
+    chromium(f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", out.as_uri(),
+             size="1280,1600")
+    with Image.open(shot) as image:
+        top = np.asarray(image.convert("L").crop((0, 0, 1280, 600)))
+    assert (top < 128).mean() > 0.005  # the title and the first figure are drawn, not blank
