@@ -95,7 +95,8 @@ def chemoe_grid(cfg: ChemoeConfig, inputs: ChemoeInputs, restart: bool = False) 
                 runs.append(GridRun(
                     run_key(cfg, inputs.data_dir, line, fold, model), f"{model}-{line}-fold{fold}",
                     {"model": model, "cell_line": line, "fold": fold,
-                     "mol_encoder": mol_encoder_of(model, cfg)}))
+                     "mol_encoder": mol_encoder_of(model, cfg)},
+                    cfg.training.epochs if model == "chemoe" else None))
     workload = Workload(name="chemoe", results_file="results.csv", trial=_trial,
                         records=_records, metrics=CURVE_METRICS,
                         params=flatten(cfg.model_dump()), report=_report)

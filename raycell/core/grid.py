@@ -33,6 +33,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 
 from raycell.core import runtime
 from raycell.core.config import RaySettings, config_key
+from raycell.core.console import ProgressLines, verbose
 from raycell.core.errors import RaycellError, RunsFailed
 from raycell.core.html import REPORT_FILE, Section, page, write_page
 from raycell.core.rows import remove_keys, upsert
@@ -53,6 +54,7 @@ class GridRun:
     key: str  # run key: a hash of everything that changes the run's numbers
     name: str  # what the run is: "block_shuffling-seed0", "chemoe-A549-fold0"
     tags: dict[str, Any]  # the same as fields: MLflow tags and params, result columns
+    epochs: int | None = None  # epochs it trains (None: fitted at once); for progress lines
 
     def train_name(self) -> str:
         return f"{self.name}-{self.key}"
@@ -212,7 +214,8 @@ def _tune(workload: Workload, todo: list[GridRun], save_dir: Path, settings: Ray
     recorder = GridRecorder(uri, experiment, workload.name, grid_key, workload.params,
                             workload.metrics, completed.summarize, completed.commit)
     trials = [{"key": run.key, "name": run.name, "train_name": run.train_name(),
-               "run_dir": str(run_folder(save_dir, run)), **run.tags} for run in todo]
+               "run_dir": str(run_folder(save_dir, run)), "epochs": run.epochs, **run.tags}
+              for run in todo]
     name = f"{workload.name}-{grid_key}"
     # Tune's own folder is bookkeeping only (resume goes through Train's run folders), so
     # a rerun starts it afresh instead of tripping over the killed invocation's state.
@@ -227,7 +230,8 @@ def _tune(workload: Workload, todo: list[GridRun], save_dir: Path, settings: Ray
             trial_name_creator=lambda t: t.config["run"]["name"],
             trial_dirname_creator=lambda t: t.config["run"]["name"]),
         run_config=tune.RunConfig(name=name, storage_path=str(save_dir / "tune"),
-                                  callbacks=[recorder], verbose=1),
+                                  callbacks=[recorder, ProgressLines()],
+                                  verbose=1 if verbose() else 0),
     )
     running = save_dir / RUNNING_FILE  # for `raycell status` while the grid runs
     running.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),

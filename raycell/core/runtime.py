@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import ray
 from ray.train import ScalingConfig
 
 from raycell.core.config import RaySettings
+from raycell.core.console import quiet_logs, verbose
 
 
 def local_cpus(settings: RaySettings) -> int:
@@ -22,14 +24,18 @@ def local_cpus(settings: RaySettings) -> int:
 
 
 def ensure_ray(settings: RaySettings) -> None:
-    """Join RAY_ADDRESS when set, else start a local cluster."""
+    """Join RAY_ADDRESS when set, else start a local cluster. Workers' output reaches
+    this terminal only with --verbose (console.py): progress comes from the driver."""
     if ray.is_initialized():
         return
+    quiet_logs()
+    loud = verbose()
+    options = {"log_to_driver": loud, "logging_level": logging.INFO if loud else logging.ERROR}
     if os.environ.get("RAY_ADDRESS"):
-        ray.init(log_to_driver=True)
+        ray.init(**options)
     else:
         # The dashboard serves the state API that Ray Train V2 polls for its controller.
-        ray.init(num_cpus=local_cpus(settings), log_to_driver=True)
+        ray.init(num_cpus=local_cpus(settings), **options)
 
 
 def scaling_config(settings: RaySettings) -> ScalingConfig:

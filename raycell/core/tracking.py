@@ -89,7 +89,8 @@ class GridRecorder(Callback):
         key = run["key"]
         if key in self.runs:  # the same trial started again
             return
-        tags = {k: str(v) for k, v in run.items() if k not in ("key", "run_dir", "train_name")}
+        tags = {k: str(v) for k, v in run.items()
+                if k not in ("key", "run_dir", "train_name", "epochs")}
         found = _runs_with_keys(self.client, [key], [self.experiment_id])
         if found:  # a resumed run continues its own MLflow run, under this invocation
             run_id = found[0].info.run_id

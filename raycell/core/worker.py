@@ -122,7 +122,7 @@ def fit(plan: Plan, run_dir: str | Path, name: str) -> None:
     worker = WorkerContext(rank, ctx.get_world_size(), ray.train.torch.get_device(),
                            Progress(plan.workload, name, plan.arm, rank, plan.unit))
     plan.build(worker)
-    start, train_seconds = 1, 0.0
+    start, train_seconds, resumed_from = 1, 0.0, 0
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as folder:
@@ -131,9 +131,7 @@ def fit(plan: Plan, run_dir: str | Path, name: str) -> None:
         plan.load(saved["plan"])
         _set_rng_states(saved["rng"])
         start, train_seconds = saved["epoch"] + 1, saved["train_seconds"]
-        if worker.rank == 0:
-            print(f"{name}: resuming at epoch {start} of {plan.epochs} from the epoch "
-                  f"{saved['epoch']} checkpoint", flush=True)
+    resumed_from = start - 1  # told once, with the next report: the driver prints it
 
     for epoch in range(start, plan.epochs + 1):
         worker.progress.epoch(epoch)
@@ -159,7 +157,8 @@ def fit(plan: Plan, run_dir: str | Path, name: str) -> None:
         if not (last or plan.evaluates(epoch)):
             if worker.rank == 0:
                 _log_epoch(run_dir, metrics)
-            ray.train.report(metrics)
+            ray.train.report(metrics | {"resumed_from": resumed_from})
+            resumed_from = 0
             continue
         started = time.perf_counter()
         metrics |= plan.evaluate(epoch)
@@ -173,7 +172,8 @@ def fit(plan: Plan, run_dir: str | Path, name: str) -> None:
                             "train_seconds": train_seconds}, Path(tmp) / STATE_FILE)
                 _log_epoch(run_dir, metrics)
                 saved_checkpoint = ray.train.Checkpoint.from_directory(tmp)
-            ray.train.report(metrics, checkpoint=saved_checkpoint)
+            ray.train.report(metrics | {"resumed_from": resumed_from}, checkpoint=saved_checkpoint)
+            resumed_from = 0
 
 
 def _log_epoch(run_dir: Path, metrics: dict[str, Any]) -> None:

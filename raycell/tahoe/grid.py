@@ -68,7 +68,7 @@ def tahoe_grid(cfg: TahoeConfig, inputs: TahoeInputs, strategies: list[str],
     grid = [(s, seed) for s in strategies for seed in cfg.training.seeds]
     settings = {run: run_settings(cfg, *run) for run in grid}
     runs = [GridRun(config_key(settings[s, seed]), f"{s}-seed{seed}",
-                    {"strategy": s, "seed": seed}) for s, seed in grid]
+                    {"strategy": s, "seed": seed}, cfg.training.num_epochs) for s, seed in grid]
     workload = Workload(
         name="tahoe", results_file="summary.csv", trial=_trial, records=_records(settings),
         metrics=EPOCH_METRICS, params=flatten(cfg.model_dump()),
