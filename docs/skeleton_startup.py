@@ -120,7 +120,7 @@ def run_arm(data: Path, out: Path, arm: str, max_steps: int) -> dict:
     epoch = pd.read_csv(next(save.glob("runs/*/epochs.csv"))).iloc[0]
     row = {"arm": arm, "kind": ARMS[arm].kind,
            "first_batch_after_s": epoch["first_batch_at"] - started,
-           "loader_start_s": epoch["first_batch_seconds"], "wall_s": wall,
+           "loader_start_s": epoch["startup_seconds"], "wall_s": wall,
            "total_pss_gb": sampler.peak_total / GB, "object_store_gb": sampler.peak_shm / GB}
     for name in ("driver", "train_worker", "dataloader_worker", "ray_task_or_actor",
                  "ray_system"):

@@ -7,6 +7,7 @@ input errors answer at once. A RaycellError prints one line and exits with 2.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -109,6 +110,8 @@ def _tahoe_parser(sub) -> None:
     p.add_argument("--save_dir")
     p.add_argument("--restart", action="store_true",
                    help="train these runs afresh (default: skip finished, resume interrupted)")
+    p.add_argument("--verbose", action="store_true",
+                   help="Ray's, Tune's and MLflow's own output too (default: a line per run)")
     p.add_argument("--ray_workers", type=int, help="Ray Train workers (DDP ranks) per run")
     p.add_argument("--use_gpu", action="store_true", default=None)
     p.add_argument("--log1p", action=argparse.BooleanOptionalAction, default=None,
@@ -141,6 +144,8 @@ def _chemoe_parser(sub) -> None:
     p.add_argument("--save_dir")
     p.add_argument("--restart", action="store_true",
                    help="train these runs afresh (default: skip finished, resume interrupted)")
+    p.add_argument("--verbose", action="store_true",
+                   help="Ray's, Tune's and MLflow's own output too (default: a line per run)")
     p.add_argument("--use_gpu", action="store_true", default=None,
                    help="the seed's --gpu: Ray Train workers get gpus_per_worker GPUs")
     p.set_defaults(func=_run_chemoe)
@@ -456,6 +461,10 @@ def main(argv: list[str] | None = None, job: bool = False) -> int:
     try:
         args = build_parser().parse_args(argv)
         args.job = job
+        if getattr(args, "verbose", False):
+            from raycell.core.console import VERBOSE_ENV
+
+            os.environ[VERBOSE_ENV] = "1"  # also for the processes Ray starts from here
         args.func(args)
     except RaycellError as err:
         print(f"raycell: error: {err}", file=sys.stderr)

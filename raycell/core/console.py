@@ -48,18 +48,19 @@ def clock(seconds: float) -> str:
 class ProgressLines(tune.Callback):
     """A Tune callback on the driver: one line per run, from the results it reports."""
 
-    def __init__(self, stream=None):
-        self.stream = stream or sys.stdout
-        self.tty = self.stream.isatty()
+    def __init__(self):
+        # No stream kept: Tune pickles its callbacks, and sys.stdout is looked up per line.
         self.started: dict[str, float] = {}  # run name -> when its trial started (driver clock)
         self.first_epoch: dict[str, int] = {}  # the first epoch this invocation trained
 
-    def _write(self, text: str, final: bool) -> None:
-        if self.tty:  # rewrite the current line; a final line stays
-            self.stream.write("\r\x1b[2K" + text + ("\n" if final else ""))
+    @staticmethod
+    def _write(text: str, final: bool) -> None:
+        stream = sys.stdout
+        if stream.isatty():  # rewrite the current line; a final line stays
+            stream.write("\r\x1b[2K" + text + ("\n" if final else ""))
         else:
-            self.stream.write(text + "\n")
-        self.stream.flush()
+            stream.write(text + "\n")
+        stream.flush()
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self.started[trial.config["run"]["name"]] = time.monotonic()
@@ -85,7 +86,7 @@ class ProgressLines(tune.Callback):
                          or elapsed / (epoch - first + 1))
             left = f"  ~{clock(per_epoch * (total - epoch))} left"
         self._write(f"{name}  epoch {epoch}/{total or '?'}  {rate}  {clock(elapsed)}{left}",
-                    final=not self.tty)
+                    final=False)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         name = trial.config["run"]["name"]

@@ -49,13 +49,12 @@ def _records(settings: dict[tuple[str, int], dict]):
         strategy, seed = run.tags["strategy"], run.tags["seed"]
         epochs = pd.read_csv(folder / EPOCH_LOG).sort_values("epoch")
         curve = epochs.assign(run_key=run.key, strategy=strategy, seed=seed)[CURVE_COLUMNS]
-        last = epochs.iloc[-1].to_dict()
         return {
             "curves.csv": curve,
             # Beside the numbers, the settings that made them (log1p, plates, block size, ...).
             "settings.csv": pd.DataFrame([{"run_key": run.key,
                                            **flatten(settings[strategy, seed])}]),
-            "summary.csv": pd.DataFrame([summary_row(strategy, seed, run.key, last)]),
+            "summary.csv": pd.DataFrame([summary_row(strategy, seed, run.key, epochs)]),
         }
 
     return records

@@ -17,13 +17,13 @@ from raycell.tahoe.labels import TASKS
 # macro F1 over the whole label space (classes absent from the test plates score 0).
 TASK_METRICS = ("macro_f1", "weighted_f1", "accuracy", "macro_f1_all_classes")
 SUMMARY_COLUMNS = (
-    ["strategy", "seed", "epochs", "train_seconds", "cells_per_s"]
+    ["strategy", "seed", "epochs", "train_seconds", "cells_per_s", "startup_seconds"]
     + [f"{t}_{m}" for t in TASKS for m in TASK_METRICS]
     + ["run_key"]
 )
 CURVE_COLUMNS = (
     ["run_key", "strategy", "seed", "epoch", "train_loss", "epoch_seconds", "train_seconds",
-     "cells_per_s", "train_cells", "eval_seconds", "test_cells"]
+     "cells_per_s", "startup_seconds", "train_cells", "eval_seconds", "test_cells"]
     + [f"{t}_{m}" for t in TASKS for m in TASK_METRICS]
 )
 
@@ -31,10 +31,13 @@ EPOCH_METRICS = frozenset(CURVE_COLUMNS) - {"run_key", "strategy", "seed", "epoc
                                             "test_cells"}
 
 
-def summary_row(strategy: str, seed: int, run_key: str, last: dict) -> dict:
-    """The summary of one run from its last reported epoch; throughput over all epochs."""
+def summary_row(strategy: str, seed: int, run_key: str, epochs: pd.DataFrame) -> dict:
+    """The summary of one run from its epoch log: scores of the last epoch, throughput over
+    all epochs, and the loaders' start-up over all epochs (outside ``train_seconds``)."""
+    last = epochs.sort_values("epoch").iloc[-1].to_dict()
     row = {"strategy": strategy, "seed": seed, "epochs": int(last["epoch"]), "run_key": run_key}
     row["train_seconds"] = float(last["train_seconds"])
+    row["startup_seconds"] = float(epochs["startup_seconds"].sum())
     row["cells_per_s"] = float(last["train_cells"]) * row["epochs"] / row["train_seconds"]
     for col in SUMMARY_COLUMNS:
         if col not in row:

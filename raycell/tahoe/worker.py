@@ -61,13 +61,14 @@ class TahoePlan(Plan):
 
     def train_epoch(self, epoch: int) -> tuple[dict[str, float], int]:
         loss_sum, cells = 0.0, 0
+        self._timings = {}
         log1p = self.cfg.training.log1p
         started = time.perf_counter()
         batches = self.train_batches(epoch - 1)  # loaders count epochs from 0
         try:
             for batch in itertools.islice(batches, self.cfg.training.max_steps):  # None: all
                 if not cells:  # the loader's start-up: workers, first fetch, Ray Data planning
-                    self._timings = {"first_batch_seconds": time.perf_counter() - started,
+                    self._timings = {"startup_seconds": time.perf_counter() - started,
                                      "first_batch_at": time.time()}
                 x, y = batch.on(self.device, log1p, self.sparse)
                 loss = self.model.loss(self.ddp_model(x), y)
