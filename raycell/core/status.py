@@ -152,12 +152,11 @@ def _fill_mlflow_ids(save_dir: Path, runs: list[RunStatus]) -> None:
     from mlflow.tracking import MlflowClient
 
     from raycell.core.runtime import tracking_uri
+    from raycell.core.tracking import runs_with_keys
 
     client = MlflowClient(tracking_uri(save_dir))
-    experiments = [e.experiment_id for e in client.search_experiments()]
     for run in runs:
-        found = client.search_runs(experiments, filter_string=f"tags.run_key = '{run.key}'",
-                                   max_results=1)
+        found = runs_with_keys(client, [run.key])
         if found:
             run.mlflow_run_id = found[0].info.run_id
 

@@ -33,7 +33,7 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
     return out
 
 
-def _runs_with_keys(client: MlflowClient, keys: Collection[str],
+def runs_with_keys(client: MlflowClient, keys: Collection[str],
                     experiments: list[str] | None = None) -> list:
     if experiments is None:
         experiments = [e.experiment_id for e in client.search_experiments()]
@@ -47,7 +47,7 @@ def _runs_with_keys(client: MlflowClient, keys: Collection[str],
 def forget_runs(uri: str, keys: Collection[str]) -> None:
     """Delete the MLflow runs of these run keys (a restart makes them anew)."""
     client = MlflowClient(uri)
-    for run in _runs_with_keys(client, keys):
+    for run in runs_with_keys(client, keys):
         client.delete_run(run.info.run_id)
 
 
@@ -91,7 +91,7 @@ class GridRecorder(Callback):
             return
         tags = {k: str(v) for k, v in run.items()
                 if k not in ("key", "run_dir", "train_name", "epochs")}
-        found = _runs_with_keys(self.client, [key], [self.experiment_id])
+        found = runs_with_keys(self.client, [key], [self.experiment_id])
         if found:  # a resumed run continues its own MLflow run, under this invocation
             run_id = found[0].info.run_id
             self.client.set_tag(run_id, "mlflow.parentRunId", self.parent)
