@@ -22,7 +22,7 @@ from tests.conftest import kill_after, latest_checkpoint_epoch, run_cli, start_c
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 TIMING = {"train_seconds", "cells_per_s", "samples_per_s", "epoch_seconds", "eval_seconds",
-          "timestamp", "mlflow_run_id"}
+          "startup_seconds", "timestamp", "mlflow_run_id"}
 
 
 def _same_numbers(a: pd.DataFrame, b: pd.DataFrame, keys: list[str]) -> None:
