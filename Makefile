@@ -29,7 +29,7 @@ test: $(STAMP) system-packages
 	$(BIN)/ruff check raycell tests jobs
 	$(BIN)/python -m pytest -q tests
 
-# Without the kill-and-resume and service tests (slow-marked: about 16 minutes less).
+# Without the kill-and-resume and service tests (slow-marked: about 27 of 38 minutes).
 test-fast: $(STAMP)
 	$(BIN)/ruff check raycell tests jobs
 	$(BIN)/python -m pytest -q -m "not slow" tests
