@@ -26,7 +26,7 @@ def plot_lesson(summary: pd.DataFrame):
     grouped = summary.groupby("strategy", sort=False)
     seconds = grouped["train_seconds"].agg(["mean", "std"]).fillna(0)
     order = [a for a in ARMS if a in seconds.index] + [s for s in seconds.index if s not in ARMS]
-    colors = dict(zip(order, plt.get_cmap("tab10").colors * 2, strict=False))
+    colors = {strategy: f"C{i % 10}" for i, strategy in enumerate(order)}  # cycle, never run out
     fig, axes = plt.subplots(2, 2, figsize=(10, 7), sharex=True)
     for ax, task in zip(axes.flat, TASKS, strict=True):
         f1 = grouped[f"{task}_macro_f1"].agg(["mean", "std"]).fillna(0)

@@ -99,8 +99,8 @@ def _ddp_rank(rank: int, port: int, out: str) -> None:
             model.loss(wrapped(x), y).backward()
             grads[sparse] = (model.weight.grad.clone(), model.bias.grad.clone())
         torch.save(grads, f"{out}/rank{rank}.pt")
-        # Both ranks done before either tears gloo down: once, in a whole suite run, a rank
-        # left first and the other aborted in its teardown ("terminate called without
+        # Both ranks done before either tears gloo down: once, in a `make test-fast` run, a
+        # rank left first and the other aborted in its teardown ("terminate called without
         # an active exception").
         dist.barrier()
     finally:
