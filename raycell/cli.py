@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from raycell.core.errors import RaycellError, RunsFailed
+from raycell.core.errors import Interrupted, RaycellError, RunsFailed
 from raycell.core.html import REPORT_FILE
 from raycell.tahoe.arms import ARMS
 
@@ -472,7 +472,10 @@ def main(argv: list[str] | None = None, job: bool = False) -> int:
     except RunsFailed as err:
         print(f"raycell: {err}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except (Interrupted, KeyboardInterrupt) as err:
+        if sys.stdout.isatty():
+            print(flush=True)  # end a progress line rewritten in place
+        print(f"raycell: {err or 'interrupted'}", file=sys.stderr)
         return 130
     return 0
 

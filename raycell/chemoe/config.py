@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from raycell.core.config import OutputSettings, RaySettings, Strict, load_config
+from raycell.core.config import OutputSettings, RaySettings, Seed, Strict, load_config
 
 # PDGrapher's nine chemical cell lines; the order fixes the cell-line embedding index.
 PDGRAPHER_CELL_LINES = ("A375", "A549", "BT20", "HELA", "HT29", "MCF7", "MDAMB231", "PC3", "VCAP")
@@ -34,7 +34,7 @@ class PdgrapherSpec(Strict):
     samples: int = Field(1_500, ge=50)
     genes: int = Field(500, ge=20)
     drugs: int = Field(40, ge=2)
-    seed: int = 0
+    seed: Seed = 0
 
     @model_validator(mode="after")
     def _lines(self) -> PdgrapherSpec:
@@ -99,7 +99,7 @@ class ChemoeTraining(Strict):
     optimizer: Literal["adamw", "adam"] = "adamw"
     aux_loss_weight: float = Field(0.01, ge=0)
     eval_every: int = Field(10, ge=1)  # epochs between validation passes (the last always runs)
-    seed: int = 0
+    seed: Seed = 0
     ridge_alphas: list[float] = Field(default_factory=lambda: [0.1, 1.0, 10.0, 100.0, 1000.0],
                                       min_length=1)  # chosen on the validation split
 

@@ -11,12 +11,15 @@ import hashlib
 import json
 from importlib import resources
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from raycell.core.errors import RaycellError
+
+# A random seed as numpy takes it (np.random.seed: 0 <= seed < 2**32), refused at load.
+Seed = Annotated[int, Field(ge=0, lt=2**32)]
 
 
 class Strict(BaseModel):

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
+import re
 import shutil
 import socket
 import zipfile
@@ -26,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import ray
 from ray import tune
 from ray.train import CheckpointConfig, FailureConfig, RunConfig
 from ray.train.torch import TorchTrainer
@@ -34,10 +37,11 @@ from ray.tune.integration.ray_train import TuneReportCallback
 from raycell.core import runtime
 from raycell.core.config import RaySettings, config_key
 from raycell.core.console import ProgressLines, verbose
-from raycell.core.errors import RaycellError, RunsFailed
+from raycell.core.errors import BadData, Interrupted, RaycellError, RunsFailed
 from raycell.core.html import REPORT_FILE, Section, page, write_page
 from raycell.core.rows import remove_keys, upsert
 from raycell.core.status import (
+    EPOCH_LOG,
     ERROR_FILE,
     MARKER_FILE,
     RUNNING_FILE,
@@ -46,7 +50,7 @@ from raycell.core.status import (
     latest_checkpoint,
 )
 from raycell.core.tracking import GridRecorder, forget_runs, log_figures
-from raycell.core.worker import STATE_FILE
+from raycell.core.worker import STATE_FILE, load_state
 
 
 @dataclass(frozen=True)
@@ -155,6 +159,12 @@ def check_checkpoint(train_dir: Path, run: GridRun) -> None:
     if bad is not None:
         raise RaycellError(f"checkpoint {state.parent} of {run.name} is corrupt: pass "
                            f"--restart to train it from scratch")
+    try:  # memory-mapped: the pickle is checked, the tensors are not read
+        load_state(state, mmap=True)
+    except pickle.UnpicklingError:
+        raise RaycellError(f"checkpoint {state.parent} of {run.name} holds more than tensors "
+                           f"and plain types, and is not loaded (it could run code): pass "
+                           f"--restart to train it from scratch") from None
 
 
 def forget(save_dir: Path, workload: Workload, runs: list[GridRun], uri: str) -> None:
@@ -191,7 +201,7 @@ def run_grid(workload: Workload, runs: list[GridRun], save_dir: Path, settings: 
         if run.key in finished:
             say(f"skipped {run.name} ({run.key}): finished, its row is in "
                 f"{save_dir / workload.results_file}")
-    parent = _tune(workload, todo, save_dir, settings, experiment_name, shared, uri) \
+    parent = _tune(workload, todo, save_dir, settings, experiment_name, shared, uri, say) \
         if todo else None
     rows = pd.read_csv(save_dir / workload.results_file, dtype={"run_key": str})
     figures = workload.figures(save_dir) if workload.figures else []
@@ -204,9 +214,11 @@ def run_grid(workload: Workload, runs: list[GridRun], save_dir: Path, settings: 
 
 
 def _tune(workload: Workload, todo: list[GridRun], save_dir: Path, settings: RaySettings,
-          experiment_name: str, shared: Callable[[], dict[str, Any]], uri: str) -> str:
+          experiment_name: str, shared: Callable[[], dict[str, Any]], uri: str,
+          say: Callable[[str], None]) -> str:
     """Run the trials; returns the grid's MLflow parent run id."""
-    runtime.ensure_ray(settings)
+    if where := runtime.ensure_ray(settings):
+        say(where)
     experiment = runtime.experiment_id(uri, experiment_name, save_dir)
     grid_key = config_key(sorted(run.key for run in todo))
     by_key = {run.key: run for run in todo}
@@ -236,21 +248,72 @@ def _tune(workload: Workload, todo: list[GridRun], save_dir: Path, settings: Ray
     running = save_dir / RUNNING_FILE  # for `raycell status` while the grid runs
     running.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
                                    "keys": sorted(by_key)}))
+    # Ctrl-C stops at once: Tune's own handler would wind its trials down for seconds
+    # while they train on, and resuming goes through Train's checkpoints anyway.
+    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
     try:
         failed = [r for r in tuner.fit() if r.error is not None]
+    except KeyboardInterrupt:
+        ray.shutdown()  # this driver's trials stop with it, also on a cluster it joined
+        _interrupted(save_dir, workload, todo, recorder, [])
+        raise  # every run had finished: nothing to resume
     finally:
         running.unlink(missing_ok=True)
     for result in failed:
         folder = run_folder(save_dir, by_key[result.config["run"]["key"]])
         folder.mkdir(parents=True, exist_ok=True)
         (folder / ERROR_FILE).write_text(str(result.error))
+    # With Tune's SIGINT handler (TUNE_DISABLE_SIGINT_HANDLER=0), fit() returns early:
+    # the runs it stopped have neither a row nor an error.
+    _interrupted(save_dir, workload, todo, recorder, failed)
     recorder.close(failed=bool(failed))
+    for result in failed:  # a bad value found while reading is bad input: exit code 2
+        if found := re.findall(r"\bBadData: (.+)", str(result.error)):
+            raise BadData(found[-1])
     if failed:
         first = by_key[failed[0].config["run"]["key"]]
         raise RunsFailed(f"{len(failed)} of {len(todo)} runs failed; {first.name}: "
                          f"{first_error_line(str(failed[0].error))} (all: raycell status "
                          f"{save_dir})")
     return recorder.parent
+
+
+def _interrupted(save_dir: Path, workload: Workload, todo: list[GridRun],
+                 recorder: GridRecorder, failed: list) -> None:
+    """Raise Interrupted if runs of the grid neither finished nor failed. Their
+    checkpoints stand, so the same command resumes them."""
+    done = finished_keys(save_dir, workload) | {r.config["run"]["key"] for r in failed}
+    stopped = [run for run in todo if run.key not in done]
+    if not stopped:
+        return
+    recorder.close(failed=bool(failed), stopped=[run.key for run in stopped])
+    raise Interrupted(f"interrupted: {_where_stopped(save_dir, stopped)}; run the same "
+                      f"command again to resume")
+
+
+def _where_stopped(save_dir: Path, stopped: list[GridRun]) -> str:
+    """"random-seed0 stopped in epoch 3 of 4 (resumes at epoch 2), ...; 4 runs not
+    started", from the runs' epoch logs (an epoch is logged once trained) and their
+    last registered checkpoints."""
+    said, waiting = [], 0
+    for run in stopped:
+        log = run_folder(save_dir, run) / EPOCH_LOG
+        train_dir = save_dir / "ray" / run.train_name()
+        if not log.is_file() and not train_dir.is_dir():
+            waiting += 1
+            continue
+        epoch = int(pd.read_csv(log)["epoch"].max()) + 1 if log.is_file() else 1
+        try:
+            latest = latest_checkpoint(train_dir)
+        except (ValueError, KeyError, TypeError):  # cut off mid-write: the rerun says so
+            latest = None
+        resumes = int(latest["metrics"]["epoch"]) + 1 if latest else 1
+        said.append(f"{run.name} stopped in epoch {epoch}"
+                    + (f" of {run.epochs}" if run.epochs else "")
+                    + (f" (resumes at epoch {resumes})" if resumes != epoch else ""))
+    if waiting:
+        said.append(f"{waiting} run{'s' * (waiting > 1)} not started")
+    return ", ".join(said)
 
 
 class _Completed:

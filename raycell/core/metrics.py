@@ -8,6 +8,7 @@ to one every ``INTERVAL`` seconds, so the training loop pays a clock read per ba
 
 from __future__ import annotations
 
+import math
 import time
 
 from ray.util.metrics import Counter, Gauge
@@ -17,7 +18,8 @@ TAGS = ("workload", "run", "strategy", "rank")
 
 
 class Progress:
-    """One worker's throughput, loss and epoch; ``step`` after every training batch."""
+    """One worker's throughput, loss and epoch; ``step`` after every training batch. It
+    sees every step's loss, so it also ends a run whose loss is no longer finite."""
 
     def __init__(self, workload: str, run: str, strategy: str, rank: int, unit: str):
         tags = {"workload": workload, "run": run, "strategy": strategy, "rank": str(rank)}
@@ -31,6 +33,7 @@ class Progress:
         self.epoch_now = Gauge("raycell_epoch", "epoch being trained (from 1)", tag_keys=TAGS)
         for metric in (self.rate, self.items_total, self.loss, self.epoch_now):
             metric.set_default_tags(tags)
+        self.epoch_number, self.steps = 1, 0
         self._reset(time.perf_counter())
 
     def _reset(self, now: float) -> None:
@@ -39,9 +42,14 @@ class Progress:
     def epoch(self, epoch: int) -> None:
         """An epoch starts: the window restarts (evaluation time is not training time)."""
         self.epoch_now.set(epoch)
+        self.epoch_number, self.steps = epoch, 0
         self._reset(time.perf_counter())
 
     def step(self, items: int, loss: float) -> None:
+        if not math.isfinite(loss):  # every later step would be as bad: stop the run now
+            raise FloatingPointError(f"training loss is {loss} in epoch {self.epoch_number}, "
+                                     f"after {self.steps} steps of it")
+        self.steps += 1
         self.items += items
         self.loss_sum += loss * items
         if time.perf_counter() - self.since >= INTERVAL:

@@ -23,19 +23,27 @@ def local_cpus(settings: RaySettings) -> int:
     return settings.local_num_cpus or max(4, 2 * (os.cpu_count() or 1))
 
 
-def ensure_ray(settings: RaySettings) -> None:
-    """Join RAY_ADDRESS when set, else start a local cluster. Workers' output reaches
-    this terminal only with --verbose (console.py): progress comes from the driver."""
+def ensure_ray(settings: RaySettings) -> str | None:
+    """Join the cluster RAY_ADDRESS names, else start a local one of our own; returns a
+    line that says which (None when this process is already connected).
+
+    ``address="local"`` keeps a local run off any cluster already on the host: with no
+    address, ``ray.init`` joins the one Ray recorded in its temp folder (a ``ray start
+    --head`` still running, or a dead one's stale record), and refuses num_cpus there.
+    Workers' output reaches this terminal only with --verbose (console.py)."""
     if ray.is_initialized():
-        return
+        return None
     quiet_logs()
     loud = verbose()
     options = {"log_to_driver": loud, "logging_level": logging.INFO if loud else logging.ERROR}
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(**options)
-    else:
-        # The dashboard serves the state API that Ray Train V2 polls for its controller.
-        ray.init(num_cpus=local_cpus(settings), **options)
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, **options)
+        cpus = int(ray.cluster_resources().get("CPU", 0))
+        return f"ray: joined the cluster at {address} ({cpus} CPUs, RAY_ADDRESS)"
+    cpus = local_cpus(settings)
+    ray.init(address="local", num_cpus=cpus, **options)
+    return f"ray: started a local cluster ({cpus} logical CPUs; RAY_ADDRESS joins another)"
 
 
 def scaling_config(settings: RaySettings) -> ScalingConfig:

@@ -155,5 +155,10 @@ class GridRecorder(Callback):
         if run_id is not None:  # kept: a rerun of the grid continues it
             self.client.set_terminated(run_id, "FAILED")
 
-    def close(self, failed: bool) -> None:
-        self.client.set_terminated(self.parent, "FAILED" if failed else "FINISHED")
+    def close(self, failed: bool, stopped: Collection[str] = ()) -> None:
+        """``stopped``: run keys stopped by Ctrl-C, KILLED until a rerun continues them."""
+        for key in stopped:
+            if key in self.runs:
+                self.client.set_terminated(self.runs[key], "KILLED")
+        status = "KILLED" if stopped else "FAILED" if failed else "FINISHED"
+        self.client.set_terminated(self.parent, status)

@@ -101,7 +101,12 @@ def all_reduce(values: np.ndarray, op: str = "sum") -> np.ndarray:
 
 
 def _rng_states() -> dict[str, Any]:
-    states = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+    """The global RNGs as tensors and plain types, so a checkpoint loads with
+    ``weights_only=True`` (no pickled objects to run)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    states = {"torch": torch.get_rng_state(),
+              "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)),
+                        "pos": int(pos), "has_gauss": int(has_gauss), "cached": float(cached)},
               "python": random.getstate()}
     if torch.cuda.is_available():
         states["cuda"] = torch.cuda.get_rng_state_all()
@@ -110,10 +115,19 @@ def _rng_states() -> dict[str, Any]:
 
 def _set_rng_states(states: dict[str, Any]) -> None:
     torch.set_rng_state(states["torch"])
-    np.random.set_state(states["numpy"])
+    n = states["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"],
+                         n["has_gauss"], n["cached"]))
     random.setstate(states["python"])
     if "cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def load_state(path: Path, device: torch.device | str = "cpu", mmap: bool = False) -> dict:
+    """A checkpoint's state, read with ``weights_only=True``: tensors and plain types only,
+    since a checkpoint folder on shared storage must not run code when it is read.
+    ``pickle.UnpicklingError`` if it holds anything else."""
+    return torch.load(path, map_location=device, weights_only=True, mmap=mmap)
 
 
 def fit(plan: Plan, run_dir: str | Path, name: str) -> None:
@@ -128,8 +142,7 @@ def fit(plan: Plan, run_dir: str | Path, name: str) -> None:
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as folder:
-            saved = torch.load(Path(folder) / STATE_FILE, map_location=worker.device,
-                               weights_only=False)
+            saved = load_state(Path(folder) / STATE_FILE, worker.device)
         plan.load(saved["plan"])
         _set_rng_states(saved["rng"])
         start, train_seconds = saved["epoch"] + 1, saved["train_seconds"]

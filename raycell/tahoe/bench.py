@@ -269,7 +269,8 @@ def run_bench(s: BenchSettings) -> pd.DataFrame:
         from raycell.core.config import RaySettings
         from raycell.core.runtime import ensure_ray
 
-        ensure_ray(RaySettings())
+        if where := ensure_ray(RaySettings()):
+            print(where, flush=True)
         DataContext.get_current().enable_progress_bars = False  # one line per arm instead
     if "bare" in s.where:
         rows += measure_arms(split, labels, s, "bare",

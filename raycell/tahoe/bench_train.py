@@ -76,8 +76,8 @@ def _train(batches: list[SparseBatch], sparse: bool, device: torch.device, secon
         optimizer.zero_grad(set_to_none=True)
         mark()
         if timed:
-            for stage, a, b in zip(STAGES, marks, marks[1:], strict=True):
-                spent[stage] += b - a
+            for stage, seconds_spent in zip(STAGES, np.diff(marks), strict=True):
+                spent[stage] += seconds_spent
 
     for i in range(warmup_steps):
         step(batches[i % len(batches)], timed=False)

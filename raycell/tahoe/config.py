@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from raycell.core.config import OutputSettings, RaySettings, Strict, load_config
+from raycell.core.config import OutputSettings, RaySettings, Seed, Strict, load_config
 from raycell.tahoe.arms import ARM_NAMES, ARMS, DEFAULT_BLOCK
 
 
@@ -22,7 +22,7 @@ class TahoeSpec(Strict):
     # None: dense Poisson counts (small gene panels); a number: counts drawn sparse, about
     # this many non-zero genes per cell (the Tahoe-shaped profile; 62,710 genes stay cheap).
     nnz_per_cell: int | None = Field(None, ge=1)
-    seed: int = 0
+    seed: Seed = 0
 
     @model_validator(mode="after")
     def _nnz_fits(self) -> TahoeSpec:
@@ -64,7 +64,7 @@ class TahoeTraining(Strict):
     batch_size: int = Field(64, ge=1)
     num_epochs: int = Field(1, ge=1)
     learning_rate: float = Field(1e-3, gt=0)
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1)
     # False: raw counts into the model, as the seed does. True: log1p on the device.
     log1p: bool = False
     # How batches reach the model: CSR rows (a sparse matmul) or dense rows, with the same

@@ -18,6 +18,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from raycell.core.errors import BadData
 from raycell.tahoe.labels import LabelSpace
 from raycell.tahoe.plates import TahoeSplit
 from raycell.tahoe.readahead import ByteRanges, hint
@@ -149,9 +150,24 @@ class TahoeRows:
             ),
             shape=(unique.size, self.n_vars),
         )
+        self._check_counts(x, unique, plate_of)
         labels = self.labels.expand(self.split.codes[unique])
         batch = SparseBatch(x, labels, unique)
         return batch if unique.size == rows.size else batch[inverse.ravel()]
+
+    def _check_counts(self, x: sp.csr_array, unique: np.ndarray, plate_of: np.ndarray) -> None:
+        """Counts must be finite and non-negative. Checked per fetch, on values read anyway
+        (a min and a max: NaN fails ``>= 0``), since a pass over 100M cells before training
+        would cost as much as an epoch's reading."""
+        values = x.data
+        if values.size == 0 or (values.min() >= 0 and np.isfinite(values.max())):
+            return
+        first = int(np.flatnonzero(~((values >= 0) & np.isfinite(values)))[0])
+        row = int(np.searchsorted(x.indptr, first, side="right")) - 1
+        plate = int(plate_of[row])
+        local = int(unique[row] - self.offsets[plate])
+        raise BadData(f"{self.split.plates[plate].path} row {local}: count {values[first]} in "
+                      f"X/data (counts must be finite and non-negative)")
 
 
 class _PlateFile:
