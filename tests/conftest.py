@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -18,6 +23,42 @@ from raycell.chemoe.synthetic import write_pdgrapher
 from raycell.core.status import latest_checkpoint
 from raycell.tahoe.config import TahoeSpec
 from raycell.tahoe.synthetic import write_tahoe
+
+
+@pytest.fixture(autouse=True)
+def _environment_kept():
+    """What a test sets in os.environ (MLflow's tracking URI, RAYCELL_VERBOSE from an
+    in-process --verbose, Tune's switches) does not reach the next test."""
+    before = dict(os.environ)
+    yield
+    if dict(os.environ) != before:
+        os.environ.clear()
+        os.environ.update(before)
+
+
+@pytest.fixture(scope="session")
+def ray_address() -> str:
+    """One local Ray cluster for the whole session: in-process grids run on it, and CLI
+    runs that are not killed join it (``env=joined(ray_address)``), instead of each
+    starting a cluster of its own. Runs that a test kills start their own, so that the
+    kill takes their whole cluster with them, as for a user."""
+    import ray
+
+    from raycell.core.config import RaySettings
+    from raycell.core.runtime import ensure_ray
+
+    ensure_ray(RaySettings(local_num_cpus=8))
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+def joined(address: str) -> dict[str, str]:
+    """The environment of a CLI run that joins the session's cluster."""
+    return {**os.environ, "RAY_ADDRESS": address}
+
+
+# Tests run on clusters they start, never on one the environment names.
+os.environ.pop("RAY_ADDRESS", None)
 
 TINY = TahoeSpec(plates=3, cells_per_plate=900, genes=60, drugs=6, cell_lines=3,
                  sublibraries=2, seed=3)
@@ -68,9 +109,21 @@ def tiny_chemoe_config(save_dir: Path, **overrides):
 
 
 # The CLI as a user runs it: a subprocess, its exit code, its stderr.
-def run_cli(*args, cwd=None, timeout=120):
+def run_cli(*args, cwd=None, timeout=120, env=None):
     return subprocess.run([sys.executable, "-m", "raycell.cli", *args], capture_output=True,
-                          text=True, cwd=cwd, timeout=timeout)
+                          text=True, cwd=cwd, timeout=timeout, env=env)
+
+
+def run_main(*args) -> subprocess.CompletedProcess:
+    """The CLI's ``main`` in this process, for refusals: what ``run_cli`` checks (exit code,
+    stdout, stderr; an uncaught exception fails the test as a traceback would) without
+    starting an interpreter each time. Commands that run go through ``run_cli``."""
+    from raycell.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in args])
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 
 def assert_clean_error(result, culprit, save_dir):
@@ -92,10 +145,24 @@ def tahoe_yaml(path: Path, tahoe_dir: Path, save: Path, epochs: int, **extra) ->
     return path
 
 
-def start_cli(*args: str, log: Path) -> subprocess.Popen:
+def start_cli(*args: str, log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
     with open(log, "w") as out:  # its own session: SIGKILL to the group hits only it
         return subprocess.Popen([sys.executable, "-m", "raycell.cli", *args], stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+                                stderr=subprocess.STDOUT, start_new_session=True, env=env)
+
+
+@pytest.fixture
+def stale_ray_record():
+    """The environment of a run whose Ray temp folder (RAY_TMPDIR; short, since Ray's
+    socket paths stay under 107 characters) records a cluster that is gone, as a killed
+    ``ray start`` leaves it: ``ray.init()`` without an address would try to join it."""
+    root = Path(tempfile.mkdtemp(prefix="rc-", dir="/tmp"))
+    (root / "ray").mkdir()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        (root / "ray" / "ray_current_cluster").write_text(f"127.0.0.1:{s.getsockname()[1]}")
+    yield {**os.environ, "RAY_TMPDIR": str(root)}
+    shutil.rmtree(root, ignore_errors=True)
 
 
 def latest_checkpoint_epoch(save: Path, run: str = "") -> int | None:
@@ -112,15 +179,18 @@ def latest_checkpoint_epoch(save: Path, run: str = "") -> int | None:
     return max(epochs) if epochs else None
 
 
-def kill_after(proc: subprocess.Popen, ready, timeout: float = 240) -> None:
+def kill_after(proc: subprocess.Popen, ready, timeout: float = 240,
+               sig: int = signal.SIGKILL) -> None:
+    """Once ``ready()``, send ``sig`` to the run's process group (SIGINT: Ctrl-C in its
+    terminal) and wait until every process of it has ended."""
     deadline = time.time() + timeout
     while not ready():
         assert proc.poll() is None, "the run ended before it could be killed"
         assert time.time() < deadline, "no checkpoint in time"
         time.sleep(0.05)
     group = [proc.pid] + [p.pid for p in psutil.Process(proc.pid).children(recursive=True)]
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    os.killpg(proc.pid, sig)
+    proc.wait(timeout=120)
     # Ray's processes of that cluster die with their driver; wait until they have.
     for _ in range(200):
         if not [pid for pid in group if psutil.pid_exists(pid)

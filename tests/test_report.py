@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from raycell.tahoe.results import SUMMARY_COLUMNS
-from tests.conftest import run_cli
+from tests.conftest import run_main
 
 
 def _tahoe_folder(root, drop=None):
@@ -26,7 +26,7 @@ def _tahoe_folder(root, drop=None):
 def test_report_refuses_folders_without_results(tmp_path, make, culprit):
     folder = make(tmp_path / "results")
     out = tmp_path / "report.html"
-    result = run_cli("report", str(folder), "--out", str(out))
+    result = run_main("report", str(folder), "--out", str(out))
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2, result.stderr
     assert len(lines) == 1 and lines[0].startswith("raycell: error:") and culprit in lines[0]

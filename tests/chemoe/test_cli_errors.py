@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import assert_clean_error, run_cli
+from tests.conftest import assert_clean_error, run_main
 
 
 def copy_data(src, dst):
@@ -60,7 +60,7 @@ def test_bad_data(pdgrapher_dir, tmp_path, damage):
     args, culprit = damage(root)
     save = tmp_path / "out"
     base = ["--data", str(root), "--save_dir", str(save), "--model", "chemoe", "ridge"]
-    r = run_cli("chemoe", *base, "--cell_line", "A549", *args)  # args may name another line
+    r = run_main("chemoe", *base, "--cell_line", "A549", *args)  # args may name another line
     assert_clean_error(r, culprit, save)
 
 
@@ -70,17 +70,19 @@ def test_bad_data(pdgrapher_dir, tmp_path, damage):
     (["--cell_line", "A549", "--model", "transformer"], "grid.models"),
     (["--cell_line", "A549", "--top_k", "5"], "top_k 5 exceeds num_experts 4"),
     (["--cell_line", "A549", "--epochs", "0"], "training.epochs"),
+    (["--cell_line", "A549", "--seed", "-3"],
+     "training.seed: Input should be greater than or equal to 0"),
     (["--fold", "0"], "choose one or more cell lines"),
     (["--cell_line", "A549", "--kpgt_file", "/no/such.npz"], "/no/such.npz does not exist"),
 ])
 def test_bad_arguments(pdgrapher_dir, tmp_path, args, culprit):
     save = tmp_path / "out"
-    r = run_cli("chemoe", "--data", str(pdgrapher_dir), "--save_dir", str(save), *args)
+    r = run_main("chemoe", "--data", str(pdgrapher_dir), "--save_dir", str(save), *args)
     assert_clean_error(r, culprit, save)
 
 
 def test_generator_rejects_an_unknown_cell_line(tmp_path):
-    r = run_cli("data", "pdgrapher", "--out", str(tmp_path / "d"), "--cell_lines", "K562")
+    r = run_main("data", "pdgrapher", "--out", str(tmp_path / "d"), "--cell_lines", "K562")
     assert_clean_error(r, "unknown cell line 'K562'", tmp_path / "d")
 
 

@@ -1,11 +1,10 @@
-"""CheMoE end to end on a real local Ray cluster: the four models on a tiny cell line,
+"""CheMoE end to end on the session's Ray cluster: the four models on a tiny cell line,
 results.csv, predictions.npz, checkpoints and MLflow."""
 
 import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-import ray
 import torch
 
 from raycell.chemoe.grid import RESULT_COLUMNS, chemoe_grid
@@ -20,12 +19,11 @@ MODELS = ["chemoe", "identity", "mean_shift", "ridge"]
 
 
 @pytest.fixture(scope="module")
-def grid(pdgrapher_dir, tmp_path_factory):
+def grid(pdgrapher_dir, tmp_path_factory, ray_address):
     save = tmp_path_factory.mktemp("chemoe")
     cfg = tiny_chemoe_config(save, **{"grid.models": MODELS})
     rows = chemoe_grid(cfg, prepare_inputs(cfg, pdgrapher_dir))
-    yield cfg, save, rows
-    ray.shutdown()
+    return cfg, save, rows
 
 
 def test_a_results_row_per_model(grid):

@@ -6,7 +6,7 @@ import json
 
 import pandas as pd
 
-from tests.conftest import run_cli
+from tests.conftest import run_main
 
 
 def _listing(folder):
@@ -28,7 +28,7 @@ def test_a_save_dir_holding_a_run_of_other_settings(tahoe_dir, tmp_path):
                    "run_name": "random-seed0"}]).to_csv(save / "summary.csv", index=False)
     (save / "raycell.json").write_text(json.dumps({"workload": "tahoe"}))
     before = _listing(save)
-    done = run_cli("tahoe", "--h5ad_dir", str(tahoe_dir), "--train_plates", "1",
+    done = run_main("tahoe", "--h5ad_dir", str(tahoe_dir), "--train_plates", "1",
                    "--test_plates", "3", "--strategy", "random", "--save_dir", str(save))
     _assert_refused(done, "holds random-seed0 from other settings (run key 0123456789ab", save,
                     before)
@@ -40,6 +40,6 @@ def test_a_save_dir_of_the_other_workload(pdgrapher_dir, tmp_path):
     save.mkdir()
     (save / "raycell.json").write_text(json.dumps({"workload": "tahoe"}))
     before = _listing(save)
-    done = run_cli("chemoe", "--data", str(pdgrapher_dir), "--cell_line", "A549",
+    done = run_main("chemoe", "--data", str(pdgrapher_dir), "--cell_line", "A549",
                    "--model", "identity", "--save_dir", str(save))
     _assert_refused(done, "holds tahoe results: choose another folder for chemoe", save, before)

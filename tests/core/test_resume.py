@@ -1,12 +1,18 @@
-"""Kill and resume, as a user meets it: the CLI killed with SIGKILL (its whole process
-group) after a checkpoint, then the same command again. The resumed run continues at
-the epoch after its last checkpoint and ends with an uninterrupted run's numbers; one
-row and one MLflow run per run key, each epoch logged once. Slow: every step is a
-fresh CLI process that starts its own local Ray cluster."""
+"""Kill and resume, as a user meets it: the CLI stopped with Ctrl-C (SIGINT to its process
+group, as a terminal sends it) or killed with SIGKILL after a checkpoint, then the same
+command again. The resumed run continues at the epoch after its last checkpoint and ends
+with an uninterrupted run's numbers; one row and one MLflow run per run key, each epoch
+logged once.
+
+The stopped runs start their own local Ray cluster, so that the signal takes the whole
+cluster with it; the uninterrupted references run in-process and the reruns join the
+session's cluster. Slow: every stopped run is a fresh CLI process and Ray cluster."""
 
 from __future__ import annotations
 
 import re
+import shutil
+import signal
 import time
 from pathlib import Path
 
@@ -15,14 +21,25 @@ import numpy as np
 import pandas as pd
 import psutil
 import pytest
+import torch
 import yaml
 
+import raycell
 from raycell.core.status import latest_checkpoint
-from tests.conftest import kill_after, latest_checkpoint_epoch, run_cli, start_cli, tahoe_yaml
+from tests.conftest import (
+    joined,
+    kill_after,
+    latest_checkpoint_epoch,
+    run_cli,
+    start_cli,
+    tahoe_yaml,
+)
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 TIMING = {"train_seconds", "cells_per_s", "samples_per_s", "epoch_seconds", "eval_seconds",
           "startup_seconds", "timestamp", "mlflow_run_id"}
+# Enough epochs after the first checkpoint that a signal sent on seeing it lands mid-run.
+EPOCHS = 6
 
 
 def _same_numbers(a: pd.DataFrame, b: pd.DataFrame, keys: list[str]) -> None:
@@ -44,72 +61,93 @@ def _child_runs(save: Path, experiment: str) -> list:
     return [r for r in client.search_runs([exp]) if "run_key" in r.data.tags], client
 
 
-@pytest.fixture(scope="module")
-def reference(tahoe_dir, tmp_path_factory):
-    """Uninterrupted runs of both arms, to compare resumed ones against."""
-    root = tmp_path_factory.mktemp("reference")
-    config = tahoe_yaml(root / "c.yaml", tahoe_dir, root / "out", 12)
-    done = run_cli("tahoe", "--config", str(config), "--strategy", "block_shuffling",
-                   "ray_block_shuffle", timeout=600)
-    assert done.returncode == 0, done.stdout + done.stderr
-    return root / "out", config
-
-
-@pytest.mark.parametrize("strategy", ["block_shuffling", "ray_block_shuffle"])
-def test_a_killed_tahoe_run_resumes_where_it_stopped(strategy, reference, tahoe_dir, tmp_path):
-    save = tmp_path / "out"
-    config = tahoe_yaml(tmp_path / "c.yaml", tahoe_dir, save, 12)
-    args = ("tahoe", "--config", str(config), "--strategy", strategy)
-    proc = start_cli(*args, log=tmp_path / "killed.log")
-    kill_after(proc, lambda: latest_checkpoint_epoch(save) is not None)
-    checkpointed = latest_checkpoint_epoch(save)
-    assert not (save / "summary.csv").exists()
-
-    again = run_cli(*args, timeout=600)
-    assert again.returncode == 0, again.stdout + again.stderr
-    resumed = re.search(r"resuming at epoch (\d+) of 12 from the epoch (\d+) checkpoint",
-                        again.stdout + again.stderr)
-    assert resumed, again.stdout[-3000:]
-    assert int(resumed[1]) == checkpointed + 1 >= 2  # not from epoch 1
-
+def _resumed_like_the_reference(save: Path, reference: pd.DataFrame, strategy: str,
+                                output: str) -> None:
+    """A resumed run: from epoch 2 or later, the reference's numbers, every epoch once in
+    curves.csv and in its one MLflow run."""
+    resumed = re.search(rf"{strategy}-seed0: resuming at epoch (\d+) of {EPOCHS} from the "
+                        r"epoch (\d+) checkpoint", output)
+    assert resumed and int(resumed[1]) == int(resumed[2]) + 1 >= 2, output[-3000:]
     summary = pd.read_csv(save / "summary.csv", dtype={"run_key": str})
-    expected = pd.read_csv(reference[0] / "summary.csv", dtype={"run_key": str})
-    _same_numbers(summary, expected[expected["strategy"] == strategy], ["run_key"])
-    curves = pd.read_csv(save / "curves.csv")
-    assert sorted(curves["epoch"]) == list(range(1, 13))  # every epoch, once
-
+    run = summary[summary["strategy"] == strategy]
+    _same_numbers(run, reference[reference["strategy"] == strategy], ["run_key"])
+    curves = pd.read_csv(save / "curves.csv", dtype={"run_key": str})
+    assert sorted(curves.loc[curves["run_key"] == run["run_key"].iloc[0], "epoch"]) == \
+        list(range(1, EPOCHS + 1))  # every epoch, once
     runs, client = _child_runs(save, "raycell-tahoe")
-    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
-    epochs = client.get_metric_history(runs[0].info.run_id, "drug_macro_f1")
-    assert sorted(m.step for m in epochs) == list(range(1, 13))  # each epoch logged once
+    (child,) = [r for r in runs if r.data.tags["strategy"] == strategy]
+    assert child.info.status == "FINISHED"
+    epochs = client.get_metric_history(child.info.run_id, "drug_macro_f1")
+    assert sorted(m.step for m in epochs) == list(range(1, EPOCHS + 1))  # each logged once
 
 
-def test_a_killed_grid_skips_finished_runs_and_a_finished_grid_trains_nothing(
-        reference, tahoe_dir, tmp_path):
+@pytest.fixture(scope="module")
+def reference(tahoe_dir, tmp_path_factory, ray_address):
+    """Uninterrupted runs of the arms the tests stop, in-process on the session's cluster.
+    Returns their rows and the results folder."""
+    root = tmp_path_factory.mktemp("reference")
+    config = tahoe_yaml(root / "c.yaml", tahoe_dir, root / "out", EPOCHS)
+    summary = raycell.run_tahoe(raycell.load_tahoe_config(str(config)),
+                                ["block_shuffling", "ray_block_shuffle"])
+    return summary, root / "out"
+
+
+def test_ctrl_c_ends_on_one_line_and_the_same_command_resumes(reference, tahoe_dir, tmp_path,
+                                                              ray_address, stale_ray_record):
     save = tmp_path / "out"
-    arms = {name: {"enabled": name in ("streaming", "block_shuffling", "random")}
+    config = tahoe_yaml(tmp_path / "c.yaml", tahoe_dir, save, EPOCHS)
+    args = ("tahoe", "--config", str(config), "--strategy", "block_shuffling")
+    log = tmp_path / "stopped.log"
+    # On a host where a Ray cluster was left behind (its record stale): the run starts a
+    # local cluster of its own all the same, and says so.
+    proc = start_cli(*args, log=log, env=stale_ray_record)
+    kill_after(proc, lambda: latest_checkpoint_epoch(save) is not None, sig=signal.SIGINT)
+    said = log.read_text()
+    assert proc.returncode == 130, said[-3000:]
+    assert said.startswith("ray: started a local cluster"), said[-3000:]
+    assert "Traceback" not in said and said.count("raycell:") == 1, said[-3000:]
+    stopped = re.fullmatch(r"raycell: interrupted: block_shuffling-seed0 stopped in epoch "
+                           rf"(\d) of {EPOCHS}( \(resumes at epoch \d\))?; run the same "
+                           r"command again to resume", said.strip().splitlines()[-1])
+    assert stopped and int(stopped[1]) >= 2, said[-3000:]
+    # Nothing half-written: no row, no report, no grid marked as running.
+    assert not {"summary.csv", "report.html", "running.json"} & {p.name for p in save.iterdir()}
+    runs, _ = _child_runs(save, "raycell-tahoe")
+    assert [r.info.status for r in runs] == ["KILLED"]
+
+    again = run_cli(*args, timeout=600, env=joined(ray_address))
+    assert again.returncode == 0, again.stdout + again.stderr
+    _resumed_like_the_reference(save, reference[0], "block_shuffling", again.stdout)
+
+
+def test_a_killed_grid_skips_finished_runs_resumes_and_a_finished_grid_trains_nothing(
+        reference, tahoe_dir, tmp_path, ray_address):
+    save = tmp_path / "out"
+    arms = {name: {"enabled": name in ("streaming", "ray_block_shuffle", "random")}
             for name in ("streaming", "streaming_buffer", "block_shuffling", "random",
                          "weighted_block", "weighted_true", "ray_streaming", "ray_buffer",
                          "ray_block_shuffle")}
-    config = tahoe_yaml(tmp_path / "c.yaml", tahoe_dir, save, 12, strategies=arms)
+    config = tahoe_yaml(tmp_path / "c.yaml", tahoe_dir, save, EPOCHS, strategies=arms)
     args = ("tahoe", "--config", str(config), "--all")
     proc = start_cli(*args, log=tmp_path / "killed.log")
-    # Killed once the first arm has its row and the second has a checkpoint.
+    # Killed once the first arm has its row and the second (ray_block_shuffle) a checkpoint;
+    # the third has not started.
     kill_after(proc, lambda: (save / "summary.csv").is_file()
-                and len(list((save / "ray").glob("*/checkpoint_manager_snapshot.json"))) >= 2)
+               and latest_checkpoint_epoch(save, "ray_block_shuffle") is not None)
     first = pd.read_csv(save / "summary.csv")["run_name"].tolist()
-    assert len(first) == 1
+    assert first == ["streaming-seed0"]
 
     started = time.perf_counter()
-    again = run_cli(*args, timeout=600)
+    again = run_cli(*args, timeout=600, env=joined(ray_address))
     rerun_seconds = time.perf_counter() - started
     assert again.returncode == 0, again.stdout + again.stderr
-    assert f"skipped {first[0]}" in again.stdout
+    assert "skipped streaming-seed0" in again.stdout
     summary = pd.read_csv(save / "summary.csv")
-    assert sorted(summary["run_name"]) == ["block_shuffling-seed0", "random-seed0",
+    assert sorted(summary["run_name"]) == ["random-seed0", "ray_block_shuffle-seed0",
                                            "streaming-seed0"]
     assert summary["run_key"].is_unique
-    assert "resuming at epoch" in again.stdout + again.stderr  # the interrupted one
+    assert "random-seed0: resuming" not in again.stdout  # it had not started
+    _resumed_like_the_reference(save, reference[0], "ray_block_shuffle", again.stdout)
 
     started = time.perf_counter()
     finished = run_cli(*args, timeout=600)
@@ -117,12 +155,13 @@ def test_a_killed_grid_skips_finished_runs_and_a_finished_grid_trains_nothing(
     assert finished.returncode == 0, finished.stderr
     skipped = [line for line in finished.stdout.splitlines() if line.startswith("skipped")]
     assert len(skipped) == 3
-    assert "Started a local Ray instance" not in finished.stdout + finished.stderr
+    assert "ray:" not in finished.stdout  # no cluster started or joined
     assert skip_seconds < 30 < rerun_seconds or skip_seconds < rerun_seconds / 3
     print(f"rerun after the kill: {rerun_seconds:.0f} s; finished grid: {skip_seconds:.1f} s")
 
 
-def test_a_killed_chemoe_run_resumes_with_the_same_predictions(pdgrapher_dir, tmp_path):
+def test_a_killed_chemoe_run_resumes_with_the_same_predictions(pdgrapher_dir, tmp_path,
+                                                               ray_address):
     def config(save: Path) -> Path:
         path = save.with_suffix(".yaml")
         path.write_text(yaml.safe_dump({
@@ -132,15 +171,14 @@ def test_a_killed_chemoe_run_resumes_with_the_same_predictions(pdgrapher_dir, tm
             "output": {"save_dir": str(save)}}))
         return path
 
-    reference = run_cli("chemoe", "--config", str(config(tmp_path / "ref")), timeout=600)
-    assert reference.returncode == 0, reference.stdout + reference.stderr
+    raycell.run_chemoe(raycell.load_chemoe_config(str(config(tmp_path / "ref"))))
 
     save = tmp_path / "out"
     args = ("chemoe", "--config", str(config(save)))
     proc = start_cli(*args, log=tmp_path / "killed.log")
     kill_after(proc, lambda: (latest_checkpoint_epoch(save) or 0) >= 2)
     checkpointed = latest_checkpoint_epoch(save)
-    again = run_cli(*args, timeout=600)
+    again = run_cli(*args, timeout=600, env=joined(ray_address))
     assert again.returncode == 0, again.stdout + again.stderr
     assert f"resuming at epoch {checkpointed + 1} of 40" in again.stdout + again.stderr
 
@@ -160,10 +198,10 @@ def test_a_killed_chemoe_run_resumes_with_the_same_predictions(pdgrapher_dir, tm
 def test_a_killed_worker_restarts_from_the_last_checkpoint(reference, tahoe_dir, tmp_path):
     """Ray Train's own restart (ray.max_failures 1) after one worker process dies."""
     save = tmp_path / "out"
-    config = tahoe_yaml(tmp_path / "c.yaml", tahoe_dir, save, 12,
-                         ray={"max_failures": 1})
+    config = tahoe_yaml(tmp_path / "c.yaml", tahoe_dir, save, EPOCHS,
+                        ray={"max_failures": 1})
     proc = start_cli("tahoe", "--config", str(config), "--strategy", "block_shuffling",
-                  log=tmp_path / "run.log")
+                     log=tmp_path / "run.log")
     deadline = time.time() + 240
     while latest_checkpoint_epoch(save) is None:
         assert proc.poll() is None and time.time() < deadline
@@ -174,30 +212,47 @@ def test_a_killed_worker_restarts_from_the_last_checkpoint(reference, tahoe_dir,
     workers[0].kill()
     assert proc.wait(timeout=600) == 0, (tmp_path / "run.log").read_text()[-3000:]
     log = (tmp_path / "run.log").read_text()
-    assert re.search(r"resuming at epoch ([2-9]|1[0-2]) of 12", log)
+    assert re.search(rf"resuming at epoch ([2-{EPOCHS}]) of {EPOCHS}", log)
     summary = pd.read_csv(save / "summary.csv", dtype={"run_key": str})
-    expected = pd.read_csv(reference[0] / "summary.csv", dtype={"run_key": str})
+    expected = reference[0]
     _same_numbers(summary, expected[expected["strategy"] == "block_shuffling"], ["run_key"])
 
 
-def test_a_corrupt_checkpoint_is_one_clear_line_and_restart_recovers(tahoe_dir, tmp_path):
-    save = tmp_path / "out"
-    config = tahoe_yaml(tmp_path / "c.yaml", tahoe_dir, save, 12)
-    args = ("tahoe", "--config", str(config), "--strategy", "random")
-    kill_after(start_cli(*args, log=tmp_path / "killed.log"),
-                lambda: latest_checkpoint_epoch(save) is not None)
-    train_dir = next((save / "ray").glob("*/"))
-    state = train_dir / latest_checkpoint(train_dir)["checkpoint_dir_name"] / "state.pt"
-    state.write_bytes(state.read_bytes()[:1000])  # a disk that filled up mid-write
+def _interrupted_copy(reference_save: Path, save: Path) -> Path:
+    """A results folder holding the reference's block_shuffling Ray Train run (with its
+    checkpoints) and no row: a run interrupted after its last checkpoint. Returns the
+    state file that run would resume from."""
+    (train_dir,) = (reference_save / "ray").glob("block_shuffling-seed0-*/")
+    copy = save / "ray" / train_dir.name
+    shutil.copytree(train_dir, copy)
+    return copy / latest_checkpoint(copy)["checkpoint_dir_name"] / "state.pt"
 
+
+@pytest.mark.parametrize("damage", ["truncated", "pickled_objects"])
+def test_a_checkpoint_that_cannot_be_loaded_safely_is_one_clear_line_and_restart_recovers(
+        reference, tahoe_dir, tmp_path, ray_address, damage):
+    save = tmp_path / "out"
+    config = tahoe_yaml(tmp_path / "c.yaml", tahoe_dir, save, EPOCHS)
+    args = ("tahoe", "--config", str(config), "--strategy", "block_shuffling")
+    state = _interrupted_copy(reference[1], save)
+    if damage == "truncated":  # a disk that filled up mid-write
+        state.write_bytes(state.read_bytes()[:1000])
+        culprit = f"checkpoint {state.parent} of block_shuffling-seed0 is corrupt"
+    else:  # a valid archive whose pickle holds more than tensors: loading it could run code
+        torch.save({"rng": np.random.get_state()}, state)
+        culprit = (f"checkpoint {state.parent} of block_shuffling-seed0 holds more than "
+                   "tensors and plain types")
     refused = run_cli(*args, timeout=300)
     lines = refused.stderr.strip().splitlines()
     assert refused.returncode == 2 and len(lines) == 1, refused.stderr[-2000:]
-    assert f"checkpoint {state.parent} of random-seed0 is corrupt" in lines[0]
-    assert "--restart" in lines[0]
+    assert culprit in lines[0] and "--restart" in lines[0]
     assert not (save / "summary.csv").exists()
+    if damage == "truncated":
+        return  # one restart shows both recover
 
-    restarted = run_cli(*args, "--restart", timeout=600)
+    restarted = run_cli(*args, "--restart", timeout=600, env=joined(ray_address))
     assert restarted.returncode == 0, restarted.stderr[-2000:]
     assert "resuming" not in restarted.stdout + restarted.stderr
-    assert len(pd.read_csv(save / "summary.csv")) == 1
+    summary = pd.read_csv(save / "summary.csv", dtype={"run_key": str})
+    _same_numbers(summary, reference[0][reference[0]["strategy"] == "block_shuffling"],
+                  ["run_key"])

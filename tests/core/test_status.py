@@ -6,7 +6,6 @@ Slow: three grids, one of them its own CLI process and Ray cluster."""
 import shutil
 
 import pytest
-import ray
 
 from raycell.core.errors import RunsFailed
 from raycell.core.status import first_error_line
@@ -15,7 +14,7 @@ from raycell.tahoe.inputs import load_tahoe_inputs
 from tests.conftest import (
     kill_after,
     latest_checkpoint_epoch,
-    run_cli,
+    run_main,
     start_cli,
     tahoe_yaml,
     tiny_config,
@@ -24,7 +23,7 @@ from tests.conftest import (
 
 def _status(save) -> dict[str, list[str]]:
     """run name -> the fields of its status line."""
-    result = run_cli("status", str(save))
+    result = run_main("status", str(save))
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].startswith(f"{save}: tahoe, ") and lines[1].split()[:2] == ["state", "run"]
@@ -33,7 +32,8 @@ def _status(save) -> dict[str, list[str]]:
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_status_names_finished_failed_running_and_interrupted_runs(tahoe_dir, tmp_path):
+def test_status_names_finished_failed_running_and_interrupted_runs(tahoe_dir, tmp_path,
+                                                                   ray_address):
     save = tmp_path / "out"
     tahoe_grid(cfg := tiny_config(tahoe_dir, save, **{"training.num_epochs": 1}),
                load_tahoe_inputs(cfg), ["streaming"])
@@ -45,7 +45,6 @@ def test_status_names_finished_failed_running_and_interrupted_runs(tahoe_dir, tm
     with pytest.raises(RunsFailed, match=r"1 of 1 runs failed; block_shuffling-seed0: "
                                          r"FileNotFoundError: .*raycell status"):
         tahoe_grid(cfg, inputs, ["block_shuffling"])
-    ray.shutdown()
 
     config = tahoe_yaml(tmp_path / "c.yaml", tahoe_dir, save, 12)
     proc = start_cli("tahoe", "--config", str(config), "--strategy", "random",

@@ -7,6 +7,7 @@ Jobs go through the `ray job` CLI with a working_dir, as a user submits them.
 
 from __future__ import annotations
 
+import os
 import re
 import time
 
@@ -59,6 +60,7 @@ def test_a_tahoe_job_succeeds_and_writes_its_rows_and_mlflow_runs(tahoe_job):
     assert sorted(summary["run_name"]) == ["block_shuffling-seed0", "ray_block_shuffle-seed0"]
     assert (summary["epochs"] == 2).all()
     assert "macro F1 per task" in logs  # the job's log ends with raycell's table
+    assert "ray: joined the cluster at" in logs  # the head's, not one of its own
     client = mlflow.MlflowClient(f"sqlite:///{save}/mlflow.db")
     runs = client.search_runs([client.get_experiment_by_name("raycell-tahoe").experiment_id])
     children = [r for r in runs if "run_key" in r.data.tags]
@@ -78,13 +80,18 @@ def test_the_same_job_submitted_again_continues_its_grid(head, tahoe_job, tahoe_
     assert (save / "summary.csv").read_text() == before  # nothing trained, nothing doubled
 
 
-def test_the_job_gives_the_rows_of_the_same_command_run_directly(tahoe_job, tahoe_dir,
-                                                                  tmp_path):
+def test_the_job_gives_the_rows_of_the_same_command_run_directly_on_its_own_cluster(
+        head, tahoe_job, tahoe_dir, tmp_path):
     _, _, save = tahoe_job
+    # Run on this host, where the head's `ray start` recorded its address in Ray's temp
+    # folder: without RAY_ADDRESS the command starts a local cluster of its own.
+    assert (head.temp_dir / "ray_current_cluster").is_file()
+    env = {**os.environ, "RAY_TMPDIR": str(head.temp_dir.parent)}
     direct = run_cli("tahoe", *TINY_TAHOE, "--h5ad_dir", str(tahoe_dir), "--strategy",
                      "block_shuffling", "ray_block_shuffle", "--save_dir", str(tmp_path),
-                     timeout=600)
+                     timeout=600, env=env)
     assert direct.returncode == 0, direct.stderr[-3000:]
+    assert direct.stdout.startswith("ray: started a local cluster")
     job = pd.read_csv(save / "summary.csv").set_index("strategy").sort_index()
     here = pd.read_csv(tmp_path / "summary.csv").set_index("strategy").sort_index()
     assert list(job["run_key"]) == list(here["run_key"])  # the same settings

@@ -9,7 +9,7 @@ from scipy.stats import entropy
 
 from raycell.core.errors import RaycellError
 from raycell.tahoe.bench import BENCH_ARMS, BENCH_COLUMNS, check_arms, entropy_bits
-from tests.conftest import run_cli
+from tests.conftest import run_cli, run_main
 from tests.tahoe.test_cli_errors import copy_plates, plate
 
 
@@ -92,7 +92,7 @@ def test_bad_data_is_one_line_and_exit_code_2(tahoe_dir, tmp_path, breaker):
     root = copy_plates(tahoe_dir, tmp_path / "data")
     expected = breaker(root)
     out = tmp_path / "bench"
-    done = run_cli("bench", "loaders", "--data", str(root), "--out", str(out))
+    done = run_main("bench", "loaders", "--data", str(root), "--out", str(out))
     assert done.returncode == 2
     assert expected in done.stderr and len(done.stderr.strip().splitlines()) == 1
     assert "Traceback" not in done.stderr
@@ -100,7 +100,7 @@ def test_bad_data_is_one_line_and_exit_code_2(tahoe_dir, tmp_path, breaker):
 
 
 def test_unknown_strategy_in_the_list_is_one_line_and_exit_code_2(tmp_path):
-    done = run_cli("bench", "loaders", "--strategies", "random", "ray_random",
+    done = run_main("bench", "loaders", "--strategies", "random", "ray_random",
                    "--out", str(tmp_path / "b"))
     assert done.returncode == 2
     assert "unknown strategy 'ray_random'" in done.stderr
@@ -116,6 +116,6 @@ def test_unknown_strategy_in_the_list_is_one_line_and_exit_code_2(tmp_path):
     (["--consumer", "csr"], "--consumer 'csr': use sparse | dense"),
 ])
 def test_bad_bench_flags_are_one_line_and_exit_code_2(tmp_path, args, expected):
-    done = run_cli("bench", "loaders", *args, "--out", str(tmp_path / "b"))
+    done = run_main("bench", "loaders", *args, "--out", str(tmp_path / "b"))
     assert done.returncode == 2 and expected in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and not (tmp_path / "b").exists()

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from raycell.tahoe.plates import PLATE_FILENAME
-from tests.conftest import assert_clean_error, run_cli
+from tests.conftest import assert_clean_error, run_main
 
 PLATES = ["--train_plates", "1", "2", "--test_plates", "3"]
 
@@ -53,7 +53,7 @@ def test_bad_data_files(tahoe_dir, tmp_path, damage):
     root = copy_plates(tahoe_dir, tmp_path / "plates")
     culprit = damage(root)
     save = tmp_path / "out"
-    r = run_cli("tahoe", "--h5ad_dir", str(root), *PLATES, "--strategy", "random",
+    r = run_main("tahoe", "--h5ad_dir", str(root), *PLATES, "--strategy", "random",
                 "--save_dir", str(save))
     assert_clean_error(r, culprit, save)
 
@@ -66,6 +66,8 @@ def test_bad_data_files(tahoe_dir, tmp_path, damage):
         (["--strategy", "random", "--batch_size", "0"], "training.batch_size"),
         (["--strategy", "random", "--max_steps", "0"], "training.max_steps"),
         (["--strategy", "random", "--input", "csr"], "training.input"),
+        (["--strategy", "random", "--seed", "0", "-3"],
+         "training.seeds.1: Input should be greater than or equal to 0"),
         (["--all", "--epochs", "many"], "--epochs"),
         (["--config", "default", "--all"], "data.h5ad_dir is not set"),
     ],
@@ -75,7 +77,7 @@ def test_bad_arguments(tahoe_dir, tmp_path, args, culprit):
     base = ["--h5ad_dir", str(tahoe_dir), *PLATES] if "--h5ad_dir" not in args else PLATES
     if culprit == "data.h5ad_dir is not set":
         base = []
-    r = run_cli("tahoe", *base, *args, "--save_dir", str(save))
+    r = run_main("tahoe", *base, *args, "--save_dir", str(save))
     assert_clean_error(r, culprit, save)
 
 
@@ -83,7 +85,7 @@ def test_unknown_config_key(tahoe_dir, tmp_path):
     cfg = tmp_path / "typo.yaml"
     cfg.write_text("training:\n  learning_rat: 0.1\n")
     save = tmp_path / "out"
-    r = run_cli("tahoe", "--config", str(cfg), "--h5ad_dir", str(tahoe_dir), *PLATES, "--all",
+    r = run_main("tahoe", "--config", str(cfg), "--h5ad_dir", str(tahoe_dir), *PLATES, "--all",
                 "--save_dir", str(save))
     assert_clean_error(r, "unknown config key 'training.learning_rat'", save)
 
@@ -92,7 +94,7 @@ def test_a_save_dir_that_is_a_file(tahoe_dir, tmp_path):
     taken = tmp_path / "results.csv"
     taken.write_text("strategy,seed\n")
     for save in (taken, taken / "sub"):
-        r = run_cli("tahoe", "--h5ad_dir", str(tahoe_dir), *PLATES, "--strategy", "random",
+        r = run_main("tahoe", "--h5ad_dir", str(tahoe_dir), *PLATES, "--strategy", "random",
                     "--save_dir", str(save))
         assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
         assert f"{taken} exists and is not a folder" in r.stderr
@@ -101,7 +103,7 @@ def test_a_save_dir_that_is_a_file(tahoe_dir, tmp_path):
 
 
 def test_generator_profile_values_out_of_range_are_one_line(tmp_path):
-    done = run_cli("data", "tahoe", "--out", str(tmp_path / "d"), "--profile", "tahoe_shaped",
+    done = run_main("data", "tahoe", "--out", str(tmp_path / "d"), "--profile", "tahoe_shaped",
                    "--genes", "1000")
     assert done.returncode == 2
     assert "nnz_per_cell 1400 must be at most genes / 2" in done.stderr

@@ -1,5 +1,5 @@
-"""End to end on a real local Ray cluster: Tune grid of the six strategies, two DDP ranks each,
-MLflow in sqlite. One cluster for the module; slow-ish (minutes on 2 cores)."""
+"""End to end on the session's Ray cluster: a Tune grid of every strategy, two DDP ranks
+each, MLflow in sqlite. Slow-ish (minutes on 2 cores)."""
 
 import shutil
 from pathlib import Path
@@ -8,9 +8,9 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-import ray
 from PIL import Image
 
+from raycell.core.errors import RunsFailed
 from raycell.core.html import REPORT_FILE
 from raycell.tahoe.arms import ARM_NAMES
 from raycell.tahoe.grid import tahoe_grid
@@ -26,14 +26,13 @@ EPOCHS = 2
 
 
 @pytest.fixture(scope="module")
-def grid(tahoe_dir, tmp_path_factory):
+def grid(tahoe_dir, tmp_path_factory, ray_address):
     save = tmp_path_factory.mktemp("grid")
     cfg = tiny_config(tahoe_dir, save, **{"training.num_epochs": EPOCHS, "ray.num_workers": 2,
                                           "training.learning_rate": 0.02})
     inputs = load_tahoe_inputs(cfg)
     summary = tahoe_grid(cfg, inputs, list(ARM_NAMES))
-    yield cfg, inputs, save, summary
-    ray.shutdown()
+    return cfg, inputs, save, summary
 
 
 def test_summary_has_a_row_per_strategy_with_the_seed_columns(grid):
@@ -178,3 +177,14 @@ def test_a_report_over_a_grid_and_a_bench_folder_renders_in_chromium(grid, tmp_p
     with Image.open(shot) as image:
         top = np.asarray(image.convert("L").crop((0, 0, 1280, 600)))
     assert (top < 128).mean() > 0.005  # the title and the first figure are drawn, not blank
+
+
+def test_a_loss_that_is_no_longer_finite_ends_the_run_naming_it_and_the_epoch(
+        tahoe_dir, tmp_path, ray_address):
+    # Adam's first steps move every weight by about the learning rate: logits overflow.
+    cfg = tiny_config(tahoe_dir, tmp_path / "out", **{"training.learning_rate": 1e38})
+    with pytest.raises(RunsFailed, match=r"^1 of 1 runs failed; random-seed0: "
+                                         r"FloatingPointError: training loss is nan in "
+                                         r"epoch 1, after \d+ steps of it \(all: raycell"):
+        tahoe_grid(cfg, load_tahoe_inputs(cfg), ["random"])
+    assert not (tmp_path / "out" / "summary.csv").exists()

@@ -1,9 +1,8 @@
-"""The Ray Data arms on a real local cluster: rows, order, per-epoch reshuffling from the
+"""The Ray Data arms on the session's Ray cluster: rows, order, per-epoch reshuffling from the
 epoch alone (exact resume), ranks' shares."""
 
 import numpy as np
 import pytest
-import ray
 
 from raycell.tahoe.arms import ARMS, LoaderSettings
 from raycell.tahoe.inputs import load_tahoe_inputs
@@ -16,10 +15,8 @@ READ_ROWS, BLOCK, BATCH, BUFFER = 100, 4, 16, 64
 
 
 @pytest.fixture(scope="module")
-def inputs(tahoe_dir, tmp_path_factory):
-    ray.init(num_cpus=4, include_dashboard=False)
-    yield load_tahoe_inputs(tiny_config(tahoe_dir, tmp_path_factory.mktemp("o")))
-    ray.shutdown()
+def inputs(tahoe_dir, tmp_path_factory, ray_address):
+    return load_tahoe_inputs(tiny_config(tahoe_dir, tmp_path_factory.mktemp("o")))
 
 
 def _epochs(inputs, name, seed=0, rank=0, world=1):

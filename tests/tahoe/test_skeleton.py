@@ -15,7 +15,7 @@ from raycell.tahoe.skeleton import (
     tahoe_plate_cells,
     write_skeleton,
 )
-from tests.conftest import run_cli
+from tests.conftest import run_main
 
 SMALL = SkeletonSpec(plate_cells=[3000, 2500, 2000], genes=400, drugs=9, cell_lines=6,
                      sublibraries=2, nnz_per_cell=3)
@@ -60,7 +60,7 @@ def test_the_experiment_reads_the_skeleton_with_every_drug_class(skeleton):
 
 def test_no_room_on_the_disk_is_refused_before_anything_is_written(tmp_path):
     out = tmp_path / "skeleton"
-    done = run_cli("data", "tahoe", "--profile", "tahoe_scale", "--nnz_per_cell", "30000",
+    done = run_main("data", "tahoe", "--profile", "tahoe_scale", "--nnz_per_cell", "30000",
                    "--out", str(out))
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
@@ -69,7 +69,7 @@ def test_no_room_on_the_disk_is_refused_before_anything_is_written(tmp_path):
 
 
 def test_plate_counts_are_the_profiles_own(tmp_path):
-    done = run_cli("data", "tahoe", "--profile", "tahoe_scale", "--plates", "3",
+    done = run_main("data", "tahoe", "--profile", "tahoe_scale", "--plates", "3",
                    "--out", str(tmp_path / "s"))
     assert done.returncode == 2
     assert "--plates does not apply to --profile tahoe_scale" in done.stderr

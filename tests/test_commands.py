@@ -1,0 +1,158 @@
+"""Every command the README and docs/ show, run through the real CLI (a fresh interpreter)
+on the smallest input: a documented command that crashes fails a test. Commands that
+other modules already run end to end are listed with the test that does.
+
+Runs that train join the session's Ray cluster; a run on a local cluster of its own,
+beside a stale or a running cluster on the host, is in tests/core/test_resume.py and
+tests/service/test_jobs.py."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.conftest import joined, run_cli, run_main
+from tests.tahoe.test_cli_errors import PLATES
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURE = REPO / "tests" / "chemoe" / "fixtures" / "pdgrapher"
+TINY_RUN = ["--batch_size", "16", "--fetch_factor", "4", "--num_workers", "0", "--epochs", "1"]
+
+# Documented commands -> where a test runs them (here unless named).
+ELSEWHERE = {
+    "raycell bench loaders": "tests/tahoe/test_bench.py",
+    "jobs/tahoe_grid.py": "tests/service/test_jobs.py",
+    "jobs/chemoe_grid.py": "tests/service/test_jobs.py",
+}
+HERE = {"raycell tahoe", "raycell chemoe", "raycell data tahoe", "raycell data pdgrapher",
+        "raycell data import-pdgrapher", "raycell bench train", "raycell bench chemoe",
+        "raycell report", "raycell status"}
+
+
+def _documented() -> set[str]:
+    """``raycell <command> [<kind>]`` and ``jobs/*.py`` as the README and docs/ write them."""
+    found = set()
+    for doc in [REPO / "README.md", REPO / "dashboards" / "README.md",
+                *(REPO / "docs").glob("*.md")]:
+        text = doc.read_text()
+        for command, kind in re.findall(r"\braycell (tahoe|chemoe|data|bench|report|status)"
+                                        r"(?: (tahoe|pdgrapher|import-pdgrapher|loaders|"
+                                        r"train|chemoe)\b)?", text):
+            found.add(f"raycell {command}" + (f" {kind}" if command in ("data", "bench")
+                                              and kind else ""))
+        found |= set(re.findall(r"\bjobs/\w+\.py", text))
+    return found
+
+
+def test_every_documented_command_has_a_smoke_test():
+    documented = _documented()
+    assert "raycell data" not in documented and "raycell bench" not in documented
+    assert documented <= HERE | set(ELSEWHERE), documented - HERE - set(ELSEWHERE)
+    assert {f"jobs/{p.name}" for p in (REPO / "jobs").glob("*.py")} <= set(ELSEWHERE)
+
+
+def test_help_answers_for_every_command():
+    done = run_cli("--help")
+    assert done.returncode == 0 and "tahoe" in done.stdout and not done.stderr
+    for command in (["tahoe"], ["chemoe"], ["data", "tahoe"], ["data", "pdgrapher"],
+                    ["data", "import-pdgrapher"], ["bench", "loaders"], ["bench", "train"],
+                    ["bench", "chemoe"], ["report"], ["status"]):
+        with pytest.raises(SystemExit) as exited:
+            run_main(*command, "--help")
+        assert exited.value.code == 0, command
+
+
+@pytest.fixture(scope="module")
+def tahoe_run(tahoe_dir, tmp_path_factory, ray_address):
+    save = tmp_path_factory.mktemp("tahoe-cli") / "out"
+    done = run_cli("tahoe", "--h5ad_dir", str(tahoe_dir), *PLATES, *TINY_RUN,
+                   "--strategy", "block_shuffling", "--save_dir", str(save), timeout=600,
+                   env=joined(ray_address))
+    return done, save
+
+
+def test_tahoe_runs_a_strategy(tahoe_run):
+    done, save = tahoe_run
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.startswith("ray: joined the cluster at")
+    assert done.stdout.strip().splitlines()[-1] == f"report: {save / 'report.html'}"
+    assert len(pd.read_csv(save / "summary.csv")) == 1
+
+
+@pytest.fixture(scope="module")
+def chemoe_run(pdgrapher_dir, tmp_path_factory, ray_address):
+    save = tmp_path_factory.mktemp("chemoe-cli") / "out"
+    done = run_cli("chemoe", "--data", str(pdgrapher_dir), "--cell_line", "A549", "--fold", "0",
+                   "--model", "mean_shift", "--save_dir", str(save), timeout=600,
+                   env=joined(ray_address))
+    return done, save
+
+
+def test_chemoe_runs_a_baseline(chemoe_run):
+    done, save = chemoe_run
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.startswith("ray: joined the cluster at")
+    assert pd.read_csv(save / "results.csv")["model"].tolist() == ["mean_shift"]
+
+
+def test_report_puts_both_workloads_on_one_page(tahoe_run, chemoe_run, tmp_path):
+    out = tmp_path / "both.html"
+    done = run_cli("report", str(tahoe_run[1]), str(chemoe_run[1]), "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"report: {out}" and out.stat().st_size > 10_000
+
+
+def test_status_lists_the_finished_runs(tahoe_run):
+    done = run_cli("status", str(tahoe_run[1]))
+    assert done.returncode == 0, done.stderr
+    assert re.match(r".*: tahoe, 1 runs: 1 finished\n", done.stdout)
+    assert "block_shuffling-seed0" in done.stdout
+
+
+def test_data_tahoe_writes_plates(tmp_path):
+    done = run_cli("data", "tahoe", "--out", str(tmp_path / "d"), "--plates", "2",
+                   "--cells_per_plate", "100", "--genes", "50", "--drugs", "4",
+                   "--cell_lines", "2")
+    assert done.returncode == 0, done.stderr
+    assert len(list((tmp_path / "d").glob("plate*.h5ad"))) == 2
+
+
+def test_data_pdgrapher_writes_cell_lines(tmp_path):
+    done = run_cli("data", "pdgrapher", "--out", str(tmp_path / "d"), "--cell_lines", "A549",
+                   "--samples", "50", "--genes", "20", "--drugs", "2")
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "d" / "A549.h5").is_file() and (tmp_path / "d" / "drugs.csv").is_file()
+
+
+def test_data_import_pdgrapher_converts_pdgraphers_files(tmp_path):
+    done = run_cli("data", "import-pdgrapher", "--backward", str(FIXTURE / "data_backward_A549.pt"),
+                   "--splits", str(FIXTURE / "splits.pt"), "--drug_table",
+                   str(FIXTURE / "drugs.csv"), "--out", str(tmp_path / "d"))
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "d" / "A549.h5").is_file()
+
+
+def test_bench_train_times_every_stage_of_a_step(tmp_path):
+    done = run_cli("bench", "train", "--genes", "500", "--batch_size", "16", "--nnz_per_cell",
+                   "40", "--seconds", "0.2", "--rounds", "1", "--out", str(tmp_path))
+    assert done.returncode == 0, done.stderr[-3000:]
+    frame = pd.read_csv(tmp_path / "train.csv")
+    assert sorted(frame["input"]) == ["dense", "sparse"] and (frame["steps"] > 0).all()
+    stages = frame[["to_device_ms", "densify_ms", "forward_ms", "backward_ms",
+                    "optimizer_ms"]].sum(axis=1)
+    # The stages make up the step (the rest is the loop's own bookkeeping).
+    assert (stages <= frame["ms_per_step"] * 1.001).all()
+    assert (stages > 0.5 * frame["ms_per_step"]).all()
+    assert "sparse / dense input, training cells/s:" in done.stdout
+
+
+def test_bench_chemoe_measures_both_implementations(tmp_path):
+    done = run_cli("bench", "chemoe", "--genes", "50", "--batch_size", "8", "--mol_dim", "32",
+                   "--embed_dim", "8", "--hidden_dim", "16", "--seconds", "0.2", "--rounds", "1",
+                   "--out", str(tmp_path))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "bench_chemoe.csv").is_file()
+    assert "raycell / dense reference, training samples/s:" in done.stdout
