@@ -10,14 +10,48 @@ The public API, what a notebook calls (the CLI calls the same functions):
 
 Both validate their inputs before anything is written and raise ``RaycellError`` with
 one line naming the culprit.
+
+Names load on first use (PEP 562): every Ray worker process imports ``raycell`` on its
+way to its slice's code, and should not pay for MLflow, the other slice or the grids.
 """
 
-from raycell.chemoe.api import run_chemoe
-from raycell.chemoe.config import ChemoeConfig, load_chemoe_config
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
 from raycell.core.errors import RaycellError
-from raycell.tahoe.api import run_tahoe
-from raycell.tahoe.config import TahoeConfig, load_tahoe_config
-from raycell.tahoe.results import TahoeResults, load_tahoe_results
+
+# public name -> the module that defines it
+_API = {
+    "ChemoeConfig": "raycell.chemoe.config",
+    "load_chemoe_config": "raycell.chemoe.config",
+    "run_chemoe": "raycell.chemoe.api",
+    "TahoeConfig": "raycell.tahoe.config",
+    "load_tahoe_config": "raycell.tahoe.config",
+    "run_tahoe": "raycell.tahoe.api",
+    "TahoeResults": "raycell.tahoe.results",
+    "load_tahoe_results": "raycell.tahoe.results",
+}
 
 __all__ = ["ChemoeConfig", "RaycellError", "TahoeConfig", "TahoeResults", "load_chemoe_config",
            "load_tahoe_config", "load_tahoe_results", "run_chemoe", "run_tahoe"]
+
+if TYPE_CHECKING:
+    from raycell.chemoe.api import run_chemoe
+    from raycell.chemoe.config import ChemoeConfig, load_chemoe_config
+    from raycell.tahoe.api import run_tahoe
+    from raycell.tahoe.config import TahoeConfig, load_tahoe_config
+    from raycell.tahoe.results import TahoeResults, load_tahoe_results
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _API:
+        raise AttributeError(f"module 'raycell' has no attribute {name!r}")
+    value = getattr(import_module(_API[name]), name)
+    globals()[name] = value  # once loaded, an ordinary attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_API))

@@ -59,6 +59,11 @@ def joined(address: str) -> dict[str, str]:
 
 # Tests run on clusters they start, never on one the environment names.
 os.environ.pop("RAY_ADDRESS", None)
+# Ray Train's controller polls its workers every 2 s, and a report waits for the poll: a
+# tiny test epoch (0.05 s) costs up to 2 s. Polling every 0.2 s makes the suite's
+# many-epoch runs about 4x faster (a 40-epoch CheMoE run: 96 s -> 24 s) and changes no
+# number. Inherited by the CLI runs, local clusters and service heads the tests start.
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
 
 TINY = TahoeSpec(plates=3, cells_per_plate=900, genes=60, drugs=6, cell_lines=3,
                  sublibraries=2, seed=3)
@@ -188,7 +193,10 @@ def kill_after(proc: subprocess.Popen, ready, timeout: float = 240,
         assert proc.poll() is None, "the run ended before it could be killed"
         assert time.time() < deadline, "no checkpoint in time"
         time.sleep(0.05)
-    group = [proc.pid] + [p.pid for p in psutil.Process(proc.pid).children(recursive=True)]
+    try:
+        group = [proc.pid] + [p.pid for p in psutil.Process(proc.pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        raise AssertionError("the run ended before it could be killed") from None
     os.killpg(proc.pid, sig)
     proc.wait(timeout=120)
     # Ray's processes of that cluster die with their driver; wait until they have.

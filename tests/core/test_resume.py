@@ -39,7 +39,7 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 TIMING = {"train_seconds", "cells_per_s", "samples_per_s", "epoch_seconds", "eval_seconds",
           "startup_seconds", "timestamp", "mlflow_run_id"}
 # Enough epochs after the first checkpoint that a signal sent on seeing it lands mid-run.
-EPOCHS = 6
+EPOCHS = 8
 
 
 def _same_numbers(a: pd.DataFrame, b: pd.DataFrame, keys: list[str]) -> None:
@@ -96,7 +96,7 @@ def test_ctrl_c_ends_on_one_line_and_the_same_command_resumes(reference, tahoe_d
                                                               ray_address, stale_ray_record):
     save = tmp_path / "out"
     config = tahoe_yaml(tmp_path / "c.yaml", tahoe_dir, save, EPOCHS)
-    args = ("tahoe", "--config", str(config), "--strategy", "block_shuffling")
+    args = ("tahoe", "--config", str(config), "--strategy", "ray_block_shuffle")
     log = tmp_path / "stopped.log"
     # On a host where a Ray cluster was left behind (its record stale): the run starts a
     # local cluster of its own all the same, and says so.
@@ -106,7 +106,7 @@ def test_ctrl_c_ends_on_one_line_and_the_same_command_resumes(reference, tahoe_d
     assert proc.returncode == 130, said[-3000:]
     assert said.startswith("ray: started a local cluster"), said[-3000:]
     assert "Traceback" not in said and said.count("raycell:") == 1, said[-3000:]
-    stopped = re.fullmatch(r"raycell: interrupted: block_shuffling-seed0 stopped in epoch "
+    stopped = re.fullmatch(r"raycell: interrupted: ray_block_shuffle-seed0 stopped in epoch "
                            rf"(\d) of {EPOCHS}( \(resumes at epoch \d\))?; run the same "
                            r"command again to resume", said.strip().splitlines()[-1])
     assert stopped and int(stopped[1]) >= 2, said[-3000:]
@@ -117,23 +117,23 @@ def test_ctrl_c_ends_on_one_line_and_the_same_command_resumes(reference, tahoe_d
 
     again = run_cli(*args, timeout=600, env=joined(ray_address))
     assert again.returncode == 0, again.stdout + again.stderr
-    _resumed_like_the_reference(save, reference[0], "block_shuffling", again.stdout)
+    _resumed_like_the_reference(save, reference[0], "ray_block_shuffle", again.stdout)
 
 
 def test_a_killed_grid_skips_finished_runs_resumes_and_a_finished_grid_trains_nothing(
         reference, tahoe_dir, tmp_path, ray_address):
     save = tmp_path / "out"
-    arms = {name: {"enabled": name in ("streaming", "ray_block_shuffle", "random")}
+    arms = {name: {"enabled": name in ("streaming", "block_shuffling", "random")}
             for name in ("streaming", "streaming_buffer", "block_shuffling", "random",
                          "weighted_block", "weighted_true", "ray_streaming", "ray_buffer",
                          "ray_block_shuffle")}
     config = tahoe_yaml(tmp_path / "c.yaml", tahoe_dir, save, EPOCHS, strategies=arms)
     args = ("tahoe", "--config", str(config), "--all")
     proc = start_cli(*args, log=tmp_path / "killed.log")
-    # Killed once the first arm has its row and the second (ray_block_shuffle) a checkpoint;
-    # the third has not started.
+    # Killed once the first arm (in the registry's order) has its row and the second
+    # (block_shuffling) a checkpoint; the third has not started.
     kill_after(proc, lambda: (save / "summary.csv").is_file()
-               and latest_checkpoint_epoch(save, "ray_block_shuffle") is not None)
+               and latest_checkpoint_epoch(save, "block_shuffling") is not None)
     first = pd.read_csv(save / "summary.csv")["run_name"].tolist()
     assert first == ["streaming-seed0"]
 
@@ -143,11 +143,11 @@ def test_a_killed_grid_skips_finished_runs_resumes_and_a_finished_grid_trains_no
     assert again.returncode == 0, again.stdout + again.stderr
     assert "skipped streaming-seed0" in again.stdout
     summary = pd.read_csv(save / "summary.csv")
-    assert sorted(summary["run_name"]) == ["random-seed0", "ray_block_shuffle-seed0",
+    assert sorted(summary["run_name"]) == ["block_shuffling-seed0", "random-seed0",
                                            "streaming-seed0"]
     assert summary["run_key"].is_unique
     assert "random-seed0: resuming" not in again.stdout  # it had not started
-    _resumed_like_the_reference(save, reference[0], "ray_block_shuffle", again.stdout)
+    _resumed_like_the_reference(save, reference[0], "block_shuffling", again.stdout)
 
     started = time.perf_counter()
     finished = run_cli(*args, timeout=600)

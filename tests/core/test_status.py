@@ -46,7 +46,8 @@ def test_status_names_finished_failed_running_and_interrupted_runs(tahoe_dir, tm
                                          r"FileNotFoundError: .*raycell status"):
         tahoe_grid(cfg, inputs, ["block_shuffling"])
 
-    config = tahoe_yaml(tmp_path / "c.yaml", tahoe_dir, save, 12)
+    # Epochs enough to be killed long before the end (a tiny epoch takes a fraction of a second).
+    config = tahoe_yaml(tmp_path / "c.yaml", tahoe_dir, save, 200)
     proc = start_cli("tahoe", "--config", str(config), "--strategy", "random",
                      log=tmp_path / "killed.log")
     seen_running = []
