@@ -19,7 +19,6 @@ from tests.tahoe.test_cli_errors import PLATES
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO / "tests" / "chemoe" / "fixtures" / "pdgrapher"
-TINY_RUN = ["--batch_size", "16", "--fetch_factor", "4", "--num_workers", "0", "--epochs", "1"]
 
 # Documented commands -> where a test runs them (here unless named).
 ELSEWHERE = {
@@ -65,21 +64,43 @@ def test_help_answers_for_every_command():
         assert exited.value.code == 0, command
 
 
+STRATEGIES = ["block_shuffling", "ray_streaming"]  # an scDataset arm and a Ray Data arm
+
+
 @pytest.fixture(scope="module")
 def tahoe_run(tahoe_dir, tmp_path_factory, ray_address):
     save = tmp_path_factory.mktemp("tahoe-cli") / "out"
-    done = run_cli("tahoe", "--h5ad_dir", str(tahoe_dir), *PLATES, *TINY_RUN,
-                   "--strategy", "block_shuffling", "--save_dir", str(save), timeout=600,
-                   env=joined(ray_address))
+    done = run_cli("tahoe", "--h5ad_dir", str(tahoe_dir), *PLATES, "--strategy", *STRATEGIES,
+                   "--epochs", "2", "--max_steps", "3", "--batch_size", "16",
+                   "--fetch_factor", "4", "--num_workers", "0", "--save_dir", str(save),
+                   timeout=600, env=joined(ray_address))
     return done, save
 
 
-def test_tahoe_runs_a_strategy(tahoe_run):
+def test_tahoe_stops_every_epoch_after_max_steps_and_says_little(tahoe_run):
+    """`--max_steps N` stops every epoch after N batches, the first batch is timed apart
+    from training, and the terminal shows a few lines of raycell's, none of Ray's."""
     done, save = tahoe_run
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.startswith("ray: joined the cluster at")
-    assert done.stdout.strip().splitlines()[-1] == f"report: {save / 'report.html'}"
-    assert len(pd.read_csv(save / "summary.csv")) == 1
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = pd.read_csv(save / "summary.csv", dtype={"run_key": str}).set_index("strategy")
+    assert sorted(summary.index) == STRATEGIES
+    for strategy in STRATEGIES:
+        epochs = pd.read_csv(save / "runs" / summary.at[strategy, "run_key"] / "epochs.csv")
+        assert list(epochs["train_cells"]) == [48, 48]  # 3 batches of 16, each epoch
+        assert (epochs["startup_seconds"] > 0).all()
+        assert (epochs["first_batch_at"] > 1.7e9).all()  # a wall-clock time, for start-up
+        # The loaders' start-up, reported beside training time, over all epochs.
+        assert summary.at[strategy, "startup_seconds"] == pytest.approx(
+            epochs["startup_seconds"].sum())
+    # Quiet by default: where it runs, progress lines, the table, the paths; no Ray, Tune
+    # or MLflow logs.
+    lines = done.stdout.strip().splitlines()
+    assert lines[0].startswith("ray: joined the cluster at")
+    assert lines[1] == f"{STRATEGIES[0]}-seed0  epoch 1/2" + lines[1].split("epoch 1/2", 1)[1]
+    assert lines[-1] == f"report: {save / 'report.html'}"
+    assert len(lines) < 25 and len(done.stderr.strip().splitlines()) < 3, done.stderr
+    for noise in ("INFO", "Trial status", "RayTrainWorker", "View detailed results"):
+        assert noise not in done.stdout + done.stderr
 
 
 @pytest.fixture(scope="module")
@@ -108,8 +129,8 @@ def test_report_puts_both_workloads_on_one_page(tahoe_run, chemoe_run, tmp_path)
 def test_status_lists_the_finished_runs(tahoe_run):
     done = run_cli("status", str(tahoe_run[1]))
     assert done.returncode == 0, done.stderr
-    assert re.match(r".*: tahoe, 1 runs: 1 finished\n", done.stdout)
-    assert "block_shuffling-seed0" in done.stdout
+    assert re.match(r".*: tahoe, 2 runs: 2 finished\n", done.stdout)
+    assert "block_shuffling-seed0" in done.stdout and "ray_streaming-seed0" in done.stdout
 
 
 def test_data_tahoe_writes_plates(tmp_path):

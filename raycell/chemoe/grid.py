@@ -9,22 +9,19 @@ for CheMoE best.pt and final.pt); its row of ``results.csv`` is made from them.
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import ray
-from ray import tune
 
 from raycell.chemoe.config import ChemoeConfig
 from raycell.chemoe.inputs import USES_MOLECULES, ChemoeInputs, mol_encoder_of
-from raycell.chemoe.worker import TEST_METRICS, run_baseline, train_loop
+from raycell.chemoe.worker import TEST_METRICS, trial
 from raycell.core.config import config_key, numeric_ray_settings
-from raycell.core.grid import GridRun, Workload, fit_trainer, run_grid
+from raycell.core.grid import GridRun, Workload, run_grid
 from raycell.core.tracking import flatten
-from raycell.core.worker import STATE_FILE
 
 SCORES = ("r2_top20", "r2_top40", "r2_top80", "pearson_de", "n_test", "n_scored")
 RESULT_COLUMNS = ["model", "cell_line", "fold", "mol_encoder", *SCORES, "run_key", "timestamp"]
@@ -53,24 +50,6 @@ def run_key(cfg: ChemoeConfig, data_dir: Path, cell_line: str, fold: int, model:
     return config_key(payload)
 
 
-def _trial(config: dict[str, Any]) -> None:
-    """One Tune trial: a CheMoE TorchTrainer (resumed from its checkpoint if it has one),
-    or a baseline fitted here. Its files end in ``run_dir``."""
-    out = Path(config["run_dir"])
-    out.mkdir(parents=True, exist_ok=True)
-    if config["model"] != "chemoe":
-        tune.report(run_baseline(config, out))
-        return
-    cfg = ChemoeConfig.model_validate(config["cfg"])
-    result = fit_trainer(train_loop, config, cfg.ray, cfg.output.checkpoints_to_keep)
-    if result.checkpoint is None:
-        raise RuntimeError("the CheMoE run ended without its final checkpoint")
-    with result.checkpoint.as_directory() as d:
-        for path in Path(d).iterdir():  # the final files; the training state stays in Ray's
-            if path.name != STATE_FILE:
-                shutil.copy2(path, out / path.name)
-
-
 def _records(run: GridRun, folder: Path) -> dict[str, pd.DataFrame]:
     scores = json.loads((folder / TEST_METRICS).read_text())
     row = {k: run.tags[k] for k in ("model", "cell_line", "fold", "mol_encoder")}
@@ -97,7 +76,7 @@ def chemoe_grid(cfg: ChemoeConfig, inputs: ChemoeInputs, restart: bool = False) 
                     {"model": model, "cell_line": line, "fold": fold,
                      "mol_encoder": mol_encoder_of(model, cfg)},
                     cfg.training.epochs if model == "chemoe" else None))
-    workload = Workload(name="chemoe", results_file="results.csv", trial=_trial,
+    workload = Workload(name="chemoe", results_file="results.csv", trial=trial,
                         records=_records, metrics=CURVE_METRICS,
                         params=flatten(cfg.model_dump()), report=_report)
 

@@ -5,8 +5,9 @@ a name: what the run is) and hands over a ``Workload``: the trial that fits one 
 and the rows its files make. Names on disk come from run keys, never from the clock:
 
 - ``<save_dir>/runs/<key>/``: the run's own files (epoch log, predictions, weights);
-- ``<save_dir>/ray/<name>-<key>/``: its Ray Train run, checkpoints included. The same
-  name again makes Ray Train resume from the last checkpoint (FACTS.md);
+- ``<save_dir>/ray/<name>-<key>/``: its Ray Train run, checkpoints included
+  (``core/trial.py``). The same name again makes Ray Train resume from the last
+  checkpoint (FACTS.md);
 - ``<save_dir>/<results file>``: one row per finished key, written last.
 
 So rerunning a command skips keys that have a row, resumes keys that have a
@@ -30,9 +31,6 @@ from typing import Any
 import pandas as pd
 import ray
 from ray import tune
-from ray.train import CheckpointConfig, FailureConfig, RunConfig
-from ray.train.torch import TorchTrainer
-from ray.tune.integration.ray_train import TuneReportCallback
 
 from raycell.core import runtime
 from raycell.core.config import RaySettings, config_key
@@ -50,6 +48,7 @@ from raycell.core.status import (
     latest_checkpoint,
 )
 from raycell.core.tracking import GridRecorder, forget_runs, log_figures
+from raycell.core.trial import flat
 from raycell.core.worker import STATE_FILE, load_state
 
 
@@ -87,25 +86,6 @@ class Workload:
 
 def run_folder(save_dir: Path, run: GridRun) -> Path:
     return save_dir / "runs" / run.key
-
-
-def fit_trainer(train_loop: Callable[[dict], None], config: dict[str, Any],
-                settings: RaySettings, checkpoints_to_keep: int | None = None):
-    """Fit a TorchTrainer for one run, named by its run key, so that fitting it again
-    after an interruption resumes it from its last checkpoint."""
-    trainer = TorchTrainer(
-        train_loop,
-        train_loop_config=config,
-        scaling_config=runtime.scaling_config(settings),
-        run_config=RunConfig(
-            name=config["train_name"],
-            storage_path=config["storage"],
-            callbacks=[TuneReportCallback()],
-            checkpoint_config=CheckpointConfig(num_to_keep=checkpoints_to_keep),
-            failure_config=FailureConfig(max_failures=settings.max_failures),
-        ),
-    )
-    return trainer.fit()
 
 
 def finished_keys(save_dir: Path, workload: Workload) -> set[str]:
@@ -235,7 +215,7 @@ def _tune(workload: Workload, todo: list[GridRun], save_dir: Path, settings: Ray
     for run in todo:  # a new attempt: the last one's error no longer stands
         (run_folder(save_dir, run) / ERROR_FILE).unlink(missing_ok=True)
     tuner = tune.Tuner(
-        tune.with_resources(_flat(workload.trial), {"CPU": settings.driver_cpus}),
+        tune.with_resources(flat(workload.trial), {"CPU": settings.driver_cpus}),
         param_space={**shared(), "storage": str(save_dir / "ray"), "run": tune.grid_search(trials)},
         tune_config=tune.TuneConfig(
             max_concurrent_trials=settings.max_concurrent_trials,
@@ -337,13 +317,3 @@ class _Completed:
             upsert(self.save_dir / name, rows)
         upsert(self.save_dir / self.workload.results_file,
                results.assign(run_name=self.runs[key].name, mlflow_run_id=mlflow_run_id))
-
-
-def _flat(trial: Callable[[dict], None]) -> Callable[[dict], None]:
-    """Tune nests the grid entry under 'run'; the trial sees it flat."""
-
-    def flat_trial(config: dict[str, Any]) -> None:
-        trial({**{k: v for k, v in config.items() if k != "run"}, **config["run"]})
-
-    flat_trial.__name__ = getattr(trial, "__name__", "trial")
-    return flat_trial

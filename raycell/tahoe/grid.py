@@ -14,7 +14,7 @@ import pandas as pd
 import ray
 
 from raycell.core.config import config_key, numeric_ray_settings
-from raycell.core.grid import GridRun, Workload, fit_trainer, run_grid
+from raycell.core.grid import GridRun, Workload, run_grid
 from raycell.core.tracking import flatten
 from raycell.core.worker import EPOCH_LOG
 from raycell.tahoe.arms import get_arm
@@ -23,7 +23,7 @@ from raycell.tahoe.inputs import TahoeInputs
 from raycell.tahoe.plots import write_figures
 from raycell.tahoe.report import sections
 from raycell.tahoe.results import CURVE_COLUMNS, EPOCH_METRICS, summary_row
-from raycell.tahoe.worker import train_loop
+from raycell.tahoe.worker import trial
 
 
 def run_settings(cfg: TahoeConfig, strategy: str, seed: int) -> dict[str, Any]:
@@ -36,12 +36,6 @@ def run_settings(cfg: TahoeConfig, strategy: str, seed: int) -> dict[str, Any]:
     payload["strategy"] = {"name": strategy, **cfg.strategies[strategy].model_dump()}
     payload["seed"] = seed
     return payload
-
-
-def _trial(config: dict[str, Any]) -> None:
-    """A Tune trial: fit (or resume) one TorchTrainer for one (strategy, seed)."""
-    cfg = TahoeConfig.model_validate(config["cfg"])
-    fit_trainer(train_loop, config, cfg.ray, cfg.output.checkpoints_to_keep)
 
 
 def _records(settings: dict[tuple[str, int], dict]):
@@ -69,7 +63,7 @@ def tahoe_grid(cfg: TahoeConfig, inputs: TahoeInputs, strategies: list[str],
     runs = [GridRun(config_key(settings[s, seed]), f"{s}-seed{seed}",
                     {"strategy": s, "seed": seed}, cfg.training.num_epochs) for s, seed in grid]
     workload = Workload(
-        name="tahoe", results_file="summary.csv", trial=_trial, records=_records(settings),
+        name="tahoe", results_file="summary.csv", trial=trial, records=_records(settings),
         metrics=EPOCH_METRICS, params=flatten(cfg.model_dump()),
         extra_files=("curves.csv", "settings.csv"), figures=write_figures, report=sections)
 

@@ -8,9 +8,10 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "raycell"
 SLICES = ("tahoe", "chemoe")
-# Modules that may import Ray: the runtime, recording, live metrics, and each slice's plan, grid,
-# Ray Data and bench files (the bench measures loaders inside a Ray Train worker).
-RAY_ALLOWED = {"core/runtime.py", "core/tracking.py", "core/grid.py", "core/worker.py",
+# Modules that may import Ray: the runtime, recording, live metrics, the trial, and each slice's
+# plan, grid, Ray Data and bench files (the bench measures loaders inside a Ray Train worker).
+RAY_ALLOWED = {"core/runtime.py", "core/tracking.py", "core/grid.py", "core/trial.py",
+               "core/worker.py",
                "core/metrics.py", "core/console.py",
                "tahoe/worker.py", "tahoe/grid.py", "tahoe/raydata.py", "tahoe/bench.py",
                "chemoe/worker.py", "chemoe/grid.py"}

@@ -1,8 +1,9 @@
 """Kill and resume, as a user meets it: the CLI stopped with Ctrl-C (SIGINT to its process
-group, as a terminal sends it) or killed with SIGKILL after a checkpoint, then the same
-command again. The resumed run continues at the epoch after its last checkpoint and ends
-with an uninterrupted run's numbers; one row and one MLflow run per run key, each epoch
-logged once.
+group, as a terminal sends it: a Tahoe grid) or killed with SIGKILL (a CheMoE run; one
+Ray Train worker of a Tahoe run) after a checkpoint, then the same command again. The
+resumed run continues at the epoch after its last checkpoint and ends with an
+uninterrupted run's numbers; one row and one MLflow run per run key, each epoch logged
+once.
 
 The stopped runs start their own local Ray cluster, so that the signal takes the whole
 cluster with it; the uninterrupted references run in-process and the reruns join the
@@ -92,36 +93,8 @@ def reference(tahoe_dir, tmp_path_factory, ray_address):
     return summary, root / "out"
 
 
-def test_ctrl_c_ends_on_one_line_and_the_same_command_resumes(reference, tahoe_dir, tmp_path,
-                                                              ray_address, stale_ray_record):
-    save = tmp_path / "out"
-    config = tahoe_yaml(tmp_path / "c.yaml", tahoe_dir, save, EPOCHS)
-    args = ("tahoe", "--config", str(config), "--strategy", "ray_block_shuffle")
-    log = tmp_path / "stopped.log"
-    # On a host where a Ray cluster was left behind (its record stale): the run starts a
-    # local cluster of its own all the same, and says so.
-    proc = start_cli(*args, log=log, env=stale_ray_record)
-    kill_after(proc, lambda: latest_checkpoint_epoch(save) is not None, sig=signal.SIGINT)
-    said = log.read_text()
-    assert proc.returncode == 130, said[-3000:]
-    assert said.startswith("ray: started a local cluster"), said[-3000:]
-    assert "Traceback" not in said and said.count("raycell:") == 1, said[-3000:]
-    stopped = re.fullmatch(r"raycell: interrupted: ray_block_shuffle-seed0 stopped in epoch "
-                           rf"(\d) of {EPOCHS}( \(resumes at epoch \d\))?; run the same "
-                           r"command again to resume", said.strip().splitlines()[-1])
-    assert stopped and int(stopped[1]) >= 2, said[-3000:]
-    # Nothing half-written: no row, no report, no grid marked as running.
-    assert not {"summary.csv", "report.html", "running.json"} & {p.name for p in save.iterdir()}
-    runs, _ = _child_runs(save, "raycell-tahoe")
-    assert [r.info.status for r in runs] == ["KILLED"]
-
-    again = run_cli(*args, timeout=600, env=joined(ray_address))
-    assert again.returncode == 0, again.stdout + again.stderr
-    _resumed_like_the_reference(save, reference[0], "ray_block_shuffle", again.stdout)
-
-
-def test_a_killed_grid_skips_finished_runs_resumes_and_a_finished_grid_trains_nothing(
-        reference, tahoe_dir, tmp_path, ray_address):
+def test_ctrl_c_stops_a_grid_on_one_line_and_the_same_command_skips_resumes_and_starts(
+        reference, tahoe_dir, tmp_path, ray_address, stale_ray_record):
     save = tmp_path / "out"
     arms = {name: {"enabled": name in ("streaming", "block_shuffling", "random")}
             for name in ("streaming", "streaming_buffer", "block_shuffling", "random",
@@ -129,13 +102,30 @@ def test_a_killed_grid_skips_finished_runs_resumes_and_a_finished_grid_trains_no
                          "ray_block_shuffle")}
     config = tahoe_yaml(tmp_path / "c.yaml", tahoe_dir, save, EPOCHS, strategies=arms)
     args = ("tahoe", "--config", str(config), "--all")
-    proc = start_cli(*args, log=tmp_path / "killed.log")
-    # Killed once the first arm (in the registry's order) has its row and the second
-    # (block_shuffling) a checkpoint; the third has not started.
+    log = tmp_path / "stopped.log"
+    # On a host where a Ray cluster was left behind (its record stale): the run starts a
+    # local cluster of its own all the same, and says so. Ctrl-C once the first arm (in
+    # the registry's order) has its row and the second (block_shuffling) a checkpoint;
+    # the third has not started.
+    proc = start_cli(*args, log=log, env=stale_ray_record)
     kill_after(proc, lambda: (save / "summary.csv").is_file()
-               and latest_checkpoint_epoch(save, "block_shuffling") is not None)
-    first = pd.read_csv(save / "summary.csv")["run_name"].tolist()
-    assert first == ["streaming-seed0"]
+               and latest_checkpoint_epoch(save, "block_shuffling") is not None,
+               sig=signal.SIGINT)
+    said = log.read_text()
+    assert proc.returncode == 130, said[-3000:]
+    assert said.startswith("ray: started a local cluster"), said[-3000:]
+    assert "Traceback" not in said and said.count("raycell:") == 1, said[-3000:]
+    stopped = re.fullmatch(r"raycell: interrupted: block_shuffling-seed0 stopped in epoch "
+                           rf"(\d) of {EPOCHS}( \(resumes at epoch \d\))?, 1 run not "
+                           r"started; run the same command again to resume",
+                           said.strip().splitlines()[-1])
+    assert stopped and int(stopped[1]) >= 2, said[-3000:]
+    # Nothing half-written: the finished run's row only, no report, no grid marked running.
+    assert pd.read_csv(save / "summary.csv")["run_name"].tolist() == ["streaming-seed0"]
+    assert not {"report.html", "running.json"} & {p.name for p in save.iterdir()}
+    runs, client = _child_runs(save, "raycell-tahoe")
+    assert sorted((r.info.run_name, r.info.status) for r in runs) == [
+        ("block_shuffling-seed0", "KILLED"), ("streaming-seed0", "FINISHED")]
 
     started = time.perf_counter()
     again = run_cli(*args, timeout=600, env=joined(ray_address))
@@ -157,7 +147,7 @@ def test_a_killed_grid_skips_finished_runs_resumes_and_a_finished_grid_trains_no
     assert len(skipped) == 3
     assert "ray:" not in finished.stdout  # no cluster started or joined
     assert skip_seconds < 30 < rerun_seconds or skip_seconds < rerun_seconds / 3
-    print(f"rerun after the kill: {rerun_seconds:.0f} s; finished grid: {skip_seconds:.1f} s")
+    print(f"rerun after Ctrl-C: {rerun_seconds:.0f} s; finished grid: {skip_seconds:.1f} s")
 
 
 def test_a_killed_chemoe_run_resumes_with_the_same_predictions(pdgrapher_dir, tmp_path,
@@ -167,7 +157,7 @@ def test_a_killed_chemoe_run_resumes_with_the_same_predictions(pdgrapher_dir, tm
         path.write_text(yaml.safe_dump({
             "data": {"dir": str(pdgrapher_dir)}, "grid": {"cell_lines": ["A549"]},
             "model": {"embed_dim": 8, "hidden_dim": 16},
-            "training": {"batch_size": 16, "epochs": 40, "eval_every": 2, "lr": 3e-3},
+            "training": {"batch_size": 16, "epochs": 16, "eval_every": 2, "lr": 3e-3},
             "output": {"save_dir": str(save)}}))
         return path
 
@@ -180,7 +170,7 @@ def test_a_killed_chemoe_run_resumes_with_the_same_predictions(pdgrapher_dir, tm
     checkpointed = latest_checkpoint_epoch(save)
     again = run_cli(*args, timeout=600, env=joined(ray_address))
     assert again.returncode == 0, again.stdout + again.stderr
-    assert f"resuming at epoch {checkpointed + 1} of 40" in again.stdout + again.stderr
+    assert f"resuming at epoch {checkpointed + 1} of 16" in again.stdout + again.stderr
 
     got = pd.read_csv(save / "results.csv", dtype={"run_key": str})
     want = pd.read_csv(tmp_path / "ref" / "results.csv", dtype={"run_key": str})
@@ -192,15 +182,17 @@ def test_a_killed_chemoe_run_resumes_with_the_same_predictions(pdgrapher_dir, tm
     runs, client = _child_runs(save, "raycell-chemoe")
     assert len(runs) == 1
     losses = client.get_metric_history(runs[0].info.run_id, "train_loss")
-    assert sorted(m.step for m in losses) == list(range(1, 41))
+    assert sorted(m.step for m in losses) == list(range(1, 17))
 
 
 def test_a_killed_worker_restarts_from_the_last_checkpoint(reference, tahoe_dir, tmp_path):
-    """Ray Train's own restart (ray.max_failures 1) after one worker process dies."""
+    """Ray Train's own restart (ray.max_failures 1) after one worker process dies, on a
+    Ray Data arm: its block order comes from the epoch, so the restart reads what an
+    uninterrupted run reads."""
     save = tmp_path / "out"
     config = tahoe_yaml(tmp_path / "c.yaml", tahoe_dir, save, EPOCHS,
                         ray={"max_failures": 1})
-    proc = start_cli("tahoe", "--config", str(config), "--strategy", "block_shuffling",
+    proc = start_cli("tahoe", "--config", str(config), "--strategy", "ray_block_shuffle",
                      log=tmp_path / "run.log")
     deadline = time.time() + 240
     while latest_checkpoint_epoch(save) is None:
@@ -215,7 +207,7 @@ def test_a_killed_worker_restarts_from_the_last_checkpoint(reference, tahoe_dir,
     assert re.search(rf"resuming at epoch ([2-{EPOCHS}]) of {EPOCHS}", log)
     summary = pd.read_csv(save / "summary.csv", dtype={"run_key": str})
     expected = reference[0]
-    _same_numbers(summary, expected[expected["strategy"] == "block_shuffling"], ["run_key"])
+    _same_numbers(summary, expected[expected["strategy"] == "ray_block_shuffle"], ["run_key"])
 
 
 def _interrupted_copy(reference_save: Path, save: Path) -> Path:

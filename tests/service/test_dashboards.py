@@ -23,7 +23,6 @@ from tests.service.processes import (
     REPO,
     free_port,
     http_json,
-    ray_head,
     stop_group,
     submit,
     wait_for,
@@ -50,50 +49,48 @@ def dashboard_queries() -> list[tuple[str, str, bool]]:
 
 
 @pytest.fixture(scope="module")
-def scraped(tmp_path_factory):
+def scraped(head, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("dash")
     data = write_tahoe(tmp / "plates", MEDIUM)
     save = tmp / "results"
-    # Ray reports metrics every 10 s by default; once a second here, so a short job is seen.
-    with ray_head(tmp, env={"RAY_metrics_report_interval_ms": "1000"}) as head:
-        discovery = wait_for(lambda: next(head.temp_dir.glob(
-            "session_*/prom_metrics_service_discovery.json"), None), 60, "discovery file")
-        config = yaml.safe_load((REPO / "dashboards" / "prometheus.yml").read_text())
-        config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
-        scrape = config["scrape_configs"][0]
-        scrape["file_sd_configs"][0]["files"] = [str(discovery)]
-        # Ray lists this machine's interface address; a one-machine cluster is
-        # scraped over loopback (same ports), so no traffic leaves 127.0.0.1.
-        scrape["relabel_configs"] = [{"source_labels": ["__address__"],
-                                      "regex": "[^:]+:(\\d+)", "target_label": "__address__",
-                                      "replacement": "127.0.0.1:$1"}]
-        (tmp / "prometheus.yml").write_text(yaml.safe_dump(config))
-        port = free_port()
-        binary = shutil.which("prometheus")
-        assert binary, "prometheus is not installed (Debian package; make system-packages)"
-        log = open(tmp / "prometheus.log", "w")  # noqa: SIM115 (closed below)
-        prom = subprocess.Popen(
-            [binary, f"--config.file={tmp / 'prometheus.yml'}",
-             f"--storage.tsdb.path={tmp / 'tsdb'}", f"--web.listen-address=127.0.0.1:{port}"],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            wait_for(lambda: urllib.request.urlopen(f"{url}/-/ready").status == 200, 60,
-                     "prometheus", prom)
-            started = time.time()
-            submit(head, "tahoe-metrics",
-                   ["jobs/tahoe_grid.py", "--config", "default", "--h5ad_dir", str(data),
-                    "--train_plates", "1", "2", "--test_plates", "3", "--epochs", "3",
-                    "--num_workers", "0", "--strategy", *STRATEGIES,
-                    "--save_dir", str(save)],
-                   {"MLFLOW_TRACKING_URI": f"sqlite:///{save}/mlflow.db"})
-            status, logs = wait_job(head, "tahoe-metrics")
-            assert status == "SUCCEEDED", logs[-3000:]
-            time.sleep(5)  # the last scrape after the job's last report
-            yield url, started, time.time(), save
-        finally:
-            stop_group(prom)
-            log.close()
+    discovery = wait_for(lambda: next(head.temp_dir.glob(
+        "session_*/prom_metrics_service_discovery.json"), None), 60, "discovery file")
+    config = yaml.safe_load((REPO / "dashboards" / "prometheus.yml").read_text())
+    config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
+    scrape = config["scrape_configs"][0]
+    scrape["file_sd_configs"][0]["files"] = [str(discovery)]
+    # Ray lists this machine's interface address; a one-machine cluster is
+    # scraped over loopback (same ports), so no traffic leaves 127.0.0.1.
+    scrape["relabel_configs"] = [{"source_labels": ["__address__"],
+                                  "regex": "[^:]+:(\\d+)", "target_label": "__address__",
+                                  "replacement": "127.0.0.1:$1"}]
+    (tmp / "prometheus.yml").write_text(yaml.safe_dump(config))
+    port = free_port()
+    binary = shutil.which("prometheus")
+    assert binary, "prometheus is not installed (Debian package; make system-packages)"
+    log = open(tmp / "prometheus.log", "w")  # noqa: SIM115 (closed below)
+    prom = subprocess.Popen(
+        [binary, f"--config.file={tmp / 'prometheus.yml'}",
+         f"--storage.tsdb.path={tmp / 'tsdb'}", f"--web.listen-address=127.0.0.1:{port}"],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: urllib.request.urlopen(f"{url}/-/ready").status == 200, 60,
+                 "prometheus", prom)
+        started = time.time()
+        submit(head, "tahoe-metrics",
+               ["jobs/tahoe_grid.py", "--config", "default", "--h5ad_dir", str(data),
+                "--train_plates", "1", "2", "--test_plates", "3", "--epochs", "3",
+                "--num_workers", "0", "--strategy", *STRATEGIES,
+                "--save_dir", str(save)],
+               {"MLFLOW_TRACKING_URI": f"sqlite:///{save}/mlflow.db"})
+        status, logs = wait_job(head, "tahoe-metrics")
+        assert status == "SUCCEEDED", logs[-3000:]
+        time.sleep(5)  # the last scrape after the job's last report
+        yield url, started, time.time(), save
+    finally:
+        stop_group(prom)
+        log.close()
 
 
 def query_range(url: str, expr: str, start: float, end: float) -> dict:

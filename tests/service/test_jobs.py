@@ -1,7 +1,8 @@
 """`ray job submit` of raycell's jobs/ entry points to a real local head.
 
 The head is `ray start --head` on loopback ports with token auth, in its own temp dir
-and process group; the module stops that cluster, and only that one, at the end.
+and process group, shared with the dashboard test (tests/service/conftest.py), which
+stops that cluster, and only that one, at the end of the session.
 Jobs go through the `ray job` CLI with a working_dir, as a user submits them.
 """
 
@@ -19,7 +20,7 @@ import yaml
 from raycell.tahoe.labels import TASKS
 from raycell.tahoe.results import TASK_METRICS
 from tests.conftest import run_cli
-from tests.service.processes import REPO, group_alive, ray_head, submit, wait_job
+from tests.service.processes import REPO, submit, wait_job
 
 pytestmark = [pytest.mark.service, pytest.mark.slow]
 
@@ -28,15 +29,6 @@ TINY_TAHOE = ["--config", "default", "--train_plates", "1", "2", "--test_plates"
               "--epochs", "2", "--learning_rate", "0.02"]
 # Every score of the summary: the job and the direct run must agree on all of them.
 METRICS = [f"{t}_{m}" for t in TASKS for m in TASK_METRICS]
-
-
-@pytest.fixture(scope="module")
-def head(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("head")
-    with ray_head(tmp) as started:
-        yield started
-    assert started.proc.poll() is not None
-    assert group_alive(started.proc.pid) == []  # the whole cluster is gone
 
 
 def tahoe_entrypoint(tahoe_dir, save) -> list[str]:
@@ -135,20 +127,25 @@ def test_relative_paths_from_the_config_go_under_the_job_root(head, tahoe_dir, t
     assert (root / "results" / "tahoe" / "mlflow.db").is_file()
 
 
-@pytest.mark.parametrize("args, culprit", [
+BAD_JOBS = [
     (["--config", "nonexistent"], "config 'nonexistent' is neither a file"),
     (["--save_dir", "results/relative"], "--save_dir results/relative is relative"),
     (["--h5ad_dir", "/nonexistent/tahoe"], "--h5ad_dir /nonexistent/tahoe does not exist"),
     (["--config", "demo"], "output.save_dir results/tahoe-demo is relative and "
                            "RAYCELL_JOB_ROOT is not set"),
-])
-def test_a_bad_job_fails_at_once_with_one_clear_line(head, args, culprit):
-    job_id = "bad-" + re.sub(r"\W+", "-", " ".join(args)).strip("-")
+]
+
+
+def test_a_bad_job_fails_at_once_with_one_clear_line(head):
+    """Each bad submission, all submitted at once (the head runs them side by side)."""
     started = time.monotonic()
-    submit(head, job_id, ["jobs/tahoe_grid.py", *args], {})
-    status, logs = wait_job(head, job_id, timeout=120)
-    assert status == "FAILED"
-    errors = [line for line in logs.splitlines() if line.startswith("raycell: error:")]
-    assert len(errors) == 1 and culprit in errors[0], logs
-    assert "Traceback" not in logs
+    ids = ["bad-" + re.sub(r"\W+", "-", " ".join(args)).strip("-") for args, _ in BAD_JOBS]
+    for job_id, (args, _) in zip(ids, BAD_JOBS, strict=True):
+        submit(head, job_id, ["jobs/tahoe_grid.py", *args], {})
+    for job_id, (args, culprit) in zip(ids, BAD_JOBS, strict=True):
+        status, logs = wait_job(head, job_id, timeout=120)
+        assert status == "FAILED", (args, logs)
+        errors = [line for line in logs.splitlines() if line.startswith("raycell: error:")]
+        assert len(errors) == 1 and culprit in errors[0], logs
+        assert "Traceback" not in logs
     assert time.monotonic() - started < 60  # before Ray, data or MLflow start

@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from tests.conftest import joined
 from tests.service.processes import chromium, http_json, mlflow_server
 
 pytestmark = [pytest.mark.service, pytest.mark.slow]
@@ -23,11 +24,13 @@ EPOCHS = 2
 
 
 @pytest.fixture(scope="module")
-def recorded(tahoe_dir, tmp_path_factory):
+def recorded(tahoe_dir, tmp_path_factory, ray_address):
     tmp = tmp_path_factory.mktemp("mlflow-server")
     save = tmp / "results"
     with mlflow_server(tmp / "server") as server:
-        env = {**os.environ, "MLFLOW_TRACKING_URI": server.uri, "PYTHONFAULTHANDLER": "1"}
+        # On the session's Ray cluster: the server is what this module tests.
+        env = {**joined(ray_address), "MLFLOW_TRACKING_URI": server.uri,
+               "PYTHONFAULTHANDLER": "1"}
         done = subprocess.run(
             [sys.executable, "-m", "raycell.cli", "tahoe", "--config", "default",
              "--h5ad_dir", str(tahoe_dir), "--train_plates", "1", "2", "--test_plates", "3",

@@ -34,8 +34,8 @@ ARMS_SHORT = ["streaming", "random", "block_shuffling", "ray_buffer", "per_row_b
 def test_a_short_run_writes_every_arm_cold_and_warm_bare_and_in_a_ray_train_worker(
         tahoe_dir, tmp_path):
     out = tmp_path / "bench"
-    done = run_cli("bench", "loaders", "--data", str(tahoe_dir), "--seconds", "0.4",
-                   "--warmup", "0.1", "--batch_size", "16", "--fetch_factor", "4",
+    done = run_cli("bench", "loaders", "--data", str(tahoe_dir), "--seconds", "0.2",
+                   "--warmup", "0.05", "--batch_size", "16", "--fetch_factor", "4",
                    "--block_size", "4", "--rounds", "2", "--strategies", *ARMS_SHORT,
                    "--out", str(out), timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -28,8 +28,10 @@ EPOCHS = 2
 @pytest.fixture(scope="module")
 def grid(tahoe_dir, tmp_path_factory, ray_address):
     save = tmp_path_factory.mktemp("grid")
+    # Two trials at a time: a trial's start-up (four Ray processes) waits as much as it works.
     cfg = tiny_config(tahoe_dir, save, **{"training.num_epochs": EPOCHS, "ray.num_workers": 2,
-                                          "training.learning_rate": 0.02})
+                                          "training.learning_rate": 0.02,
+                                          "ray.max_concurrent_trials": 2})
     inputs = load_tahoe_inputs(cfg)
     summary = tahoe_grid(cfg, inputs, list(ARM_NAMES))
     return cfg, inputs, save, summary
