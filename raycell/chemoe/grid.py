@@ -1,6 +1,6 @@
 """The CheMoE grid: one run per (cell line, fold, model), through core's grid runner.
 
-CheMoE runs fit a TorchTrainer (Train V2: a Tune driver function, FACTS.md);
+CheMoE runs fit a TorchTrainer (Train V2: a Tune driver function, docs/facts.md);
 baselines fit in the trial itself. Every run leaves its files in
 ``<save_dir>/runs/<run_key>/`` (epochs.csv, predictions.npz, test_metrics.json, and
 for CheMoE best.pt and final.pt); its row of ``results.csv`` is made from them.

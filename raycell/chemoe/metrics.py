@@ -1,4 +1,4 @@
-"""Top-k DE R2 and Pearson DE (FACTS.md), vectorised over samples, checked against scipy."""
+"""Top-k DE R2 and Pearson DE (docs/facts.md), vectorised over samples, checked against scipy."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def _de_correlations(pred, treated, diseased, ks) -> dict[str, np.ndarray]:
 
 def de_scores(pred: np.ndarray, treated: np.ndarray, diseased: np.ndarray,
               ks: tuple[int, ...] = DE_TOP_K, chunk: int = 2048) -> dict[str, float]:
-    """Top-k DE R2 and Pearson DE (FACTS.md), vectorised over samples.
+    """Top-k DE R2 and Pearson DE (docs/facts.md), vectorised over samples.
 
     delta = treated - diseased, predicted delta = pred - diseased. For each sample,
     r2_top{k} = pearson(delta[S], pred_delta[S])^2 over the k genes S of largest

@@ -1,4 +1,4 @@
-"""CheMoE: a chemistry-aware mixture of per-gene experts (seed 003, FACTS.md).
+"""CheMoE: a chemistry-aware mixture of per-gene experts (seed 003, docs/facts.md).
 
 A sample's global context g = [drug 128 ; cell line 128 ; basal expression 128]
 routes it to its top-k experts. Expert e predicts each gene j's change from

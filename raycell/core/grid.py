@@ -7,7 +7,7 @@ and the rows its files make. Names on disk come from run keys, never from the cl
 - ``<save_dir>/runs/<key>/``: the run's own files (epoch log, predictions, weights);
 - ``<save_dir>/ray/<name>-<key>/``: its Ray Train run, checkpoints included
   (``core/trial.py``). The same name again makes Ray Train resume from the last
-  checkpoint (FACTS.md);
+  checkpoint (docs/facts.md);
 - ``<save_dir>/<results file>``: one row per finished key, written last.
 
 So rerunning a command skips keys that have a row, resumes keys that have a

@@ -1,7 +1,7 @@
 """The OS page cache of data files: evict them for cold reads, warm them, measure it.
 
 Real Tahoe (314 GB) is read from storage, so a loader benchmark over files left in
-the page cache measures CPU work only (FACTS.md). ``posix_fadvise(DONTNEED)`` drops
+the page cache measures CPU work only (docs/facts.md). ``posix_fadvise(DONTNEED)`` drops
 a file's clean cached pages without root; ``mincore`` says how much of it is still
 cached, so a benchmark can check that the eviction took (tmpfs, for one, ignores it).
 """

@@ -17,7 +17,7 @@ def local_cpus(settings: RaySettings) -> int:
     """Logical CPUs for a local cluster: more than the cores.
 
     Tune driver + Train worker + Ray Data tasks on exactly the core count deadlock
-    silently on a 2-core machine (FACTS.md); the loops are I/O bound, so
+    silently on a 2-core machine (docs/facts.md); the loops are I/O bound, so
     oversubscribing is safe.
     """
     return settings.local_num_cpus or max(4, 2 * (os.cpu_count() or 1))

@@ -29,7 +29,7 @@ from raycell.tahoe.sparse import SparseBatch
 from raycell.tahoe.synthetic import count_rows
 
 INPUTS = ("dense", "sparse")
-TAHOE_CLASSES = {"cell_line": 50, "drug": 380, "moa_broad": 4, "moa_fine": 27}  # FACTS.md
+TAHOE_CLASSES = {"cell_line": 50, "drug": 380, "moa_broad": 4, "moa_fine": 27}  # docs/facts.md
 STAGES = ("to_device", "densify", "forward", "backward", "optimizer")
 POOL = 16  # distinct batches, cycled: drawing them is not part of a step
 

@@ -31,7 +31,7 @@ class TahoeSpec(Strict):
         return self
 
 
-# Real Tahoe's width and sparsity (FACTS.md: 62,710 genes, ~1.4k non-zeros a cell) at a
+# Real Tahoe's width and sparsity (docs/facts.md: 62,710 genes, ~1.4k non-zeros a cell) at a
 # size this machine holds in its page cache: 4 plates x 50k cells, about 2.2 GB on disk.
 TAHOE_SHAPED = TahoeSpec(plates=4, cells_per_plate=50_000, genes=62_710, nnz_per_cell=1_400,
                          drugs=95, cell_lines=50, sublibraries=2)

@@ -1,6 +1,6 @@
 """The Tahoe grid: one run per (strategy, seed), each a TorchTrainer, through core's runner.
 
-Train V2 pattern (FACTS.md): a Tune trial runs a driver function that fits a
+Train V2 pattern (docs/facts.md): a Tune trial runs a driver function that fits a
 TorchTrainer, with TuneReportCallback forwarding rank 0's epoch reports. A single
 strategy is a grid of one, so every run takes the same path.
 """

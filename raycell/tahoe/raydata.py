@@ -1,6 +1,6 @@
 """The Ray Data arms: Tahoe plates as a Ray Data datasource, read on every rank.
 
-Ray Data has no h5ad reader (FACTS.md), so ``TahoeDatasource`` makes read tasks
+Ray Data has no h5ad reader (docs/facts.md), so ``TahoeDatasource`` makes read tasks
 over rows of a split. Each task opens its plate with h5py inside the task, reads
 its rows as CSR runs (the same reader as the scDataset arms) and emits one Arrow
 block: CSR rows as ``list<int32>`` gene indices and ``list<float32>`` counts, plus

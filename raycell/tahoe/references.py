@@ -5,7 +5,7 @@ them, and the split positions of those rows (for batch diversity). The bench's
 consumer makes them dense or CsrRows on the device. None is used for training.
 
 - ``per_row_batches``: random rows one at a time through anndata's backed mode,
-  the way AnnLoader reads (FACTS.md: about 20 cells/s on Tahoe).
+  the way AnnLoader reads (docs/facts.md: about 20 cells/s on Tahoe).
 - ``anncollection_batches``: the seed's path: an AnnCollection over backed plates,
   scDataset block shuffling, ``to_adata()`` per fetch, dense batches.
 - ``sequential_batches``: the limit of this reader on this machine: contiguous

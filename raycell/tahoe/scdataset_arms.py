@@ -21,7 +21,7 @@ class EpochDataset(scDataset):
 
     scDataset counts epochs inside the dataset object. Non-persistent DataLoader
     workers receive a fresh copy each epoch, so their counter never advances and
-    every epoch would repeat the first epoch's order (FACTS.md). ``set_epoch``
+    every epoch would repeat the first epoch's order (docs/facts.md). ``set_epoch``
     fixes the seed each epoch in the parent, and every worker copy inherits it.
 
     It also draws the epoch's order there, once: scDataset has every DataLoader

@@ -1,7 +1,7 @@
 """A Tahoe-scale skeleton: 14 plates with Tahoe-100M's row counts, for start-up at real size.
 
 What scales with cells is real: 100,648,790 rows over 14 plates (plate 1 with its
-real 5,481,420; the others share the rest evenly, since FACTS.md has no per-plate
+real 5,481,420; the others share the rest evenly, since docs/facts.md has no per-plate
 counts), 62,710 genes, every obs column and the index, 380 drug classes (379 +
 DMSO_TF), 50 cell lines, rows ordered by sublibrary and sample as on disk. What
 does not is cut: a few non-zeros a cell (Tahoe has ~1.4k) so the files fit on

@@ -4,7 +4,7 @@ A fetch is a sorted array of global row ids. For each plate it touches, runs of
 consecutive rows are read as one slice of ``X/data`` and ``X/indices`` each, using
 row pointers kept in memory (8 bytes a cell, read once, shared with forked
 DataLoader workers). Rows stay CSR; they become dense only on the training device.
-This avoids AnnCollection.to_adata, which FACTS.md measured at about 6x slower.
+This avoids AnnCollection.to_adata, which docs/facts.md measured at about 6x slower.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ import pytest
 
 
 def _reference_de(pred, treated, diseased, k):
-    """FACTS.md's definition, one sample at a time, with scipy's pearsonr."""
+    """docs/facts.md's definition, one sample at a time, with scipy's pearsonr."""
     import warnings
 
     from scipy.stats import pearsonr

@@ -1,5 +1,5 @@
-"""DESIGN.md's rules, checked on the source: a slice imports core, never the other slice;
-core imports no slice; Ray enters only where DESIGN.md lets it."""
+"""The layering rules of docs/architecture.md, checked on the source: a slice imports core,
+never the other slice; core imports no slice; Ray enters only where the rules let it."""
 
 import ast
 from pathlib import Path
