@@ -113,6 +113,25 @@ def tiny_chemoe_config(save_dir: Path, **overrides):
     return load_chemoe_config("default", {**base, **overrides})
 
 
+CHEMOE_MODELS = ["chemoe", "identity", "mean_shift", "ridge"]
+# Epochs enough that a run killed on seeing its second checkpoint is killed mid-run.
+CHEMOE_EPOCHS = 16
+
+
+@pytest.fixture(scope="session")
+def tiny_chemoe_grid(pdgrapher_dir, tmp_path_factory, ray_address):
+    """The four models on one cell line, in-process on the session's cluster: the CheMoE
+    tests' grid (tests/chemoe/test_ray_chemoe.py) and the uninterrupted reference of a
+    killed CheMoE run (tests/core/test_resume.py)."""
+    from raycell.chemoe.grid import chemoe_grid as run_grid
+    from raycell.chemoe.inputs import prepare_inputs
+
+    save = tmp_path_factory.mktemp("chemoe")
+    cfg = tiny_chemoe_config(save, **{"grid.models": CHEMOE_MODELS,
+                                      "training.epochs": CHEMOE_EPOCHS})
+    return cfg, save, run_grid(cfg, prepare_inputs(cfg, pdgrapher_dir))
+
+
 # The CLI as a user runs it: a subprocess, its exit code, its stderr.
 def run_cli(*args, cwd=None, timeout=120, env=None):
     return subprocess.run([sys.executable, "-m", "raycell.cli", *args], capture_output=True,
@@ -129,6 +148,17 @@ def run_main(*args) -> subprocess.CompletedProcess:
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = main([str(a) for a in args])
     return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
+
+
+def status_of(save: Path) -> dict[str, list[str]]:
+    """``raycell status SAVE``: run name -> the fields of its line; "header" -> the first
+    line (the folder and its workload)."""
+    result = run_main("status", str(save))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[1].split()[:2] == ["state", "run"], result.stdout
+    return {"header": lines[0]} | {line.split()[1]: line.split(maxsplit=4)
+                                   for line in lines[2:]}
 
 
 def assert_clean_error(result, culprit, save_dir):
@@ -150,10 +180,17 @@ def tahoe_yaml(path: Path, tahoe_dir: Path, save: Path, epochs: int, **extra) ->
     return path
 
 
+def _default_sigint() -> None:
+    # A shell without job control starts background commands with SIGINT ignored, and
+    # children inherit that: the run would not see the Ctrl-C a test sends it.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_cli(*args: str, log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
     with open(log, "w") as out:  # its own session: SIGKILL to the group hits only it
         return subprocess.Popen([sys.executable, "-m", "raycell.cli", *args], stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True, env=env)
+                                stderr=subprocess.STDOUT, start_new_session=True, env=env,
+                                preexec_fn=_default_sigint)
 
 
 @pytest.fixture

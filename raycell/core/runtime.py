@@ -12,6 +12,8 @@ from ray.train import ScalingConfig
 from raycell.core.config import RaySettings
 from raycell.core.console import quiet_logs, verbose
 
+PREEMPTION_WATCHER = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"  # Ray Train V2's switch
+
 
 def local_cpus(settings: RaySettings) -> int:
     """Logical CPUs for a local cluster: more than the cores.
@@ -42,6 +44,10 @@ def ensure_ray(settings: RaySettings) -> str | None:
         cpus = int(ray.cluster_resources().get("CPU", 0))
         return f"ray: joined the cluster at {address} ({cpus} CPUs, RAY_ADDRESS)"
     cpus = local_cpus(settings)
+    # Ray Train watches every worker group's nodes for preemption (spot instances being
+    # drained) with an actor of its own: about 2.4 CPU-s a run here, and the one node of
+    # a local cluster is this machine, which nothing preempts. Its processes inherit this.
+    os.environ.setdefault(PREEMPTION_WATCHER, "0")
     ray.init(address="local", num_cpus=cpus, **options)
     return f"ray: started a local cluster ({cpus} logical CPUs; RAY_ADDRESS joins another)"
 

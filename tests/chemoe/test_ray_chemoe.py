@@ -11,19 +11,16 @@ from raycell.chemoe.grid import RESULT_COLUMNS, chemoe_grid
 from raycell.chemoe.inputs import prepare_inputs
 from raycell.chemoe.metrics import de_scores
 from raycell.core.html import REPORT_FILE
-from tests.conftest import tiny_chemoe_config
+from tests.conftest import CHEMOE_EPOCHS, CHEMOE_MODELS
 from tests.report_html import PNG, column, read_report
 
 pytestmark = pytest.mark.ray
-MODELS = ["chemoe", "identity", "mean_shift", "ridge"]
+MODELS = CHEMOE_MODELS
 
 
-@pytest.fixture(scope="module")
-def grid(pdgrapher_dir, tmp_path_factory, ray_address):
-    save = tmp_path_factory.mktemp("chemoe")
-    cfg = tiny_chemoe_config(save, **{"grid.models": MODELS})
-    rows = chemoe_grid(cfg, prepare_inputs(cfg, pdgrapher_dir))
-    return cfg, save, rows
+@pytest.fixture
+def grid(tiny_chemoe_grid):
+    return tiny_chemoe_grid
 
 
 def test_a_results_row_per_model(grid):
@@ -73,8 +70,9 @@ def test_checkpoints_and_mlflow_record_the_chemoe_run(grid):
     run = runs["chemoe"]
     assert run.data.tags["run_key"] == key and run.info.run_name == "chemoe-A549-fold0"
     val = client.get_metric_history(run.info.run_id, "val_loss")
-    assert [m.step for m in val] == [2, 3]  # eval_every 2, and always the last epoch
-    assert len(client.get_metric_history(run.info.run_id, "train_loss")) == 3
+    # Every eval_every (2) epochs, and always the last epoch.
+    assert [m.step for m in val] == list(range(2, CHEMOE_EPOCHS + 1, 2))
+    assert len(client.get_metric_history(run.info.run_id, "train_loss")) == CHEMOE_EPOCHS
     assert client.get_metric_history(run.info.run_id, "expert_0_usage")
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"best.pt", "final.pt", "predictions.npz"} <= artifacts

@@ -28,11 +28,13 @@ import yaml
 import raycell
 from raycell.core.status import latest_checkpoint
 from tests.conftest import (
+    CHEMOE_EPOCHS,
     joined,
     kill_after,
     latest_checkpoint_epoch,
     run_cli,
     start_cli,
+    status_of,
     tahoe_yaml,
 )
 
@@ -108,9 +110,16 @@ def test_ctrl_c_stops_a_grid_on_one_line_and_the_same_command_skips_resumes_and_
     # the registry's order) has its row and the second (block_shuffling) a checkpoint;
     # the third has not started.
     proc = start_cli(*args, log=log, env=stale_ray_record)
-    kill_after(proc, lambda: (save / "summary.csv").is_file()
-               and latest_checkpoint_epoch(save, "block_shuffling") is not None,
-               sig=signal.SIGINT)
+    seen_running = []
+
+    def checkpointed() -> bool:
+        if not (save / "summary.csv").is_file() or \
+                latest_checkpoint_epoch(save, "block_shuffling") is None:
+            return False
+        seen_running.append(status_of(save)["block_shuffling-seed0"][0])  # while it runs
+        return True
+
+    kill_after(proc, checkpointed, sig=signal.SIGINT)
     said = log.read_text()
     assert proc.returncode == 130, said[-3000:]
     assert said.startswith("ray: started a local cluster"), said[-3000:]
@@ -126,6 +135,14 @@ def test_ctrl_c_stops_a_grid_on_one_line_and_the_same_command_skips_resumes_and_
     runs, client = _child_runs(save, "raycell-tahoe")
     assert sorted((r.info.run_name, r.info.status) for r in runs) == [
         ("block_shuffling-seed0", "KILLED"), ("streaming-seed0", "FINISHED")]
+    # `raycell status` saw the stopped run running, and now sees it interrupted.
+    assert seen_running == ["running"]
+    runs = status_of(save)
+    assert sorted(runs) == ["block_shuffling-seed0", "header", "streaming-seed0"]
+    assert runs["streaming-seed0"][0] == "finished"
+    state, _, _, mlflow_id, detail = runs["block_shuffling-seed0"]
+    assert state == "interrupted" and len(mlflow_id) == 32
+    assert "resumes after the epoch" in detail and "checkpoint" in detail
 
     started = time.perf_counter()
     again = run_cli(*args, timeout=600, env=joined(ray_address))
@@ -150,39 +167,40 @@ def test_ctrl_c_stops_a_grid_on_one_line_and_the_same_command_skips_resumes_and_
     print(f"rerun after Ctrl-C: {rerun_seconds:.0f} s; finished grid: {skip_seconds:.1f} s")
 
 
-def test_a_killed_chemoe_run_resumes_with_the_same_predictions(pdgrapher_dir, tmp_path,
-                                                               ray_address):
-    def config(save: Path) -> Path:
-        path = save.with_suffix(".yaml")
-        path.write_text(yaml.safe_dump({
-            "data": {"dir": str(pdgrapher_dir)}, "grid": {"cell_lines": ["A549"]},
-            "model": {"embed_dim": 8, "hidden_dim": 16},
-            "training": {"batch_size": 16, "epochs": 16, "eval_every": 2, "lr": 3e-3},
-            "output": {"save_dir": str(save)}}))
-        return path
-
-    raycell.run_chemoe(raycell.load_chemoe_config(str(config(tmp_path / "ref"))))
-
+def test_a_killed_chemoe_run_resumes_with_the_same_predictions(tiny_chemoe_grid, pdgrapher_dir,
+                                                               tmp_path, ray_address):
+    """The CheMoE run of the session's grid (the same settings: the same run key), killed
+    with SIGKILL after its second checkpoint and run again."""
+    _, reference, _ = tiny_chemoe_grid
     save = tmp_path / "out"
-    args = ("chemoe", "--config", str(config(save)))
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({
+        "data": {"dir": str(pdgrapher_dir)}, "grid": {"cell_lines": ["A549"]},
+        "model": {"embed_dim": 8, "hidden_dim": 16},
+        "training": {"batch_size": 16, "epochs": CHEMOE_EPOCHS, "eval_every": 2, "lr": 3e-3},
+        "output": {"save_dir": str(save)}}))
+    args = ("chemoe", "--config", str(config))
     proc = start_cli(*args, log=tmp_path / "killed.log")
     kill_after(proc, lambda: (latest_checkpoint_epoch(save) or 0) >= 2)
     checkpointed = latest_checkpoint_epoch(save)
+    # Killed, its grid could not say so: `raycell status` finds its process gone.
+    (run,) = [fields for name, fields in status_of(save).items() if name != "header"]
+    assert run[0] == "interrupted", run
     again = run_cli(*args, timeout=600, env=joined(ray_address))
     assert again.returncode == 0, again.stdout + again.stderr
-    assert f"resuming at epoch {checkpointed + 1} of 16" in again.stdout + again.stderr
+    assert f"resuming at epoch {checkpointed + 1} of {CHEMOE_EPOCHS}" in again.stdout + again.stderr
 
     got = pd.read_csv(save / "results.csv", dtype={"run_key": str})
-    want = pd.read_csv(tmp_path / "ref" / "results.csv", dtype={"run_key": str})
-    _same_numbers(got, want, ["run_key"])
+    want = pd.read_csv(reference / "results.csv", dtype={"run_key": str})
+    _same_numbers(got, want[want["model"] == "chemoe"], ["run_key"])
     key = got["run_key"].iloc[0]
     with np.load(save / "runs" / key / "predictions.npz") as a, \
-            np.load(tmp_path / "ref" / "runs" / key / "predictions.npz") as b:
+            np.load(reference / "runs" / key / "predictions.npz") as b:
         np.testing.assert_allclose(a["pred"], b["pred"], atol=1e-6)
     runs, client = _child_runs(save, "raycell-chemoe")
     assert len(runs) == 1
     losses = client.get_metric_history(runs[0].info.run_id, "train_loss")
-    assert sorted(m.step for m in losses) == list(range(1, 17))
+    assert sorted(m.step for m in losses) == list(range(1, CHEMOE_EPOCHS + 1))
 
 
 def test_a_killed_worker_restarts_from_the_last_checkpoint(reference, tahoe_dir, tmp_path):

@@ -52,11 +52,12 @@ def http_json(url: str, data: dict | None = None, headers: dict | None = None):
         return json.loads(response.read())
 
 
-def stop_group(proc: subprocess.Popen, grace: float = 20) -> None:
-    """SIGTERM to the process group this test started, SIGKILL after ``grace`` seconds."""
+def stop_group(proc: subprocess.Popen, grace: float = 20, first: int = signal.SIGTERM) -> None:
+    """``first`` (SIGTERM) to the process group this test started, SIGKILL after ``grace``
+    seconds."""
     if proc.poll() is not None:
         return
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10)):
+    for sig, wait in ((first, grace), (signal.SIGKILL, 10)):
         try:
             os.killpg(proc.pid, sig)
         except ProcessLookupError:
@@ -135,7 +136,9 @@ def ray_head(tmp: Path, num_cpus: int = 8, env: dict[str, str] | None = None
         wait_for(lambda: head.api("/api/jobs/") is not None, 60, "ray job agent", proc)
         yield head
     finally:
-        stop_group(proc)
+        # Ctrl-C, as for a user: `ray start --block` stops its cluster on SIGINT in about
+        # 3 s, and ignores SIGTERM (20 s of grace, then SIGKILL).
+        stop_group(proc, first=signal.SIGINT)
         log.close()
 
 
