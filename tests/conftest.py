@@ -169,6 +169,70 @@ def assert_clean_error(result, culprit, save_dir):
     assert not save_dir.exists()
 
 
+@pytest.fixture(scope="session")
+def head(tmp_path_factory):
+    """One `ray start --head` (tests/service/processes.py) for the session: jobs are
+    submitted to it (tests/service/), and runs on a local cluster of their own are
+    started beside it (tests/core/test_resume.py). Stopped with its process group when
+    the session ends."""
+    from tests.service.processes import group_alive, ray_head
+
+    tmp = tmp_path_factory.mktemp("head")
+    # Ray reports metrics every 10 s by default; once a second here, so that Prometheus
+    # sees a short job (tests/service/test_dashboards.py).
+    with ray_head(tmp, env={"RAY_metrics_report_interval_ms": "1000"}) as started:
+        yield started
+    assert started.proc.poll() is not None
+    assert group_alive(started.proc.pid) == []  # the whole cluster is gone
+
+
+# Enough epochs after the first checkpoint that a signal sent on seeing it lands mid-run.
+REFERENCE_EPOCHS = 8
+REFERENCE_STRATEGIES = ["block_shuffling", "ray_block_shuffle"]
+
+
+@pytest.fixture(scope="session")
+def tahoe_reference(tahoe_dir, tmp_path_factory, ray_address):
+    """Uninterrupted runs of an scDataset arm and a Ray Data arm, in-process on the
+    session's cluster: what a stopped run must end with once resumed
+    (tests/core/test_resume.py) and what a job on another cluster must give
+    (tests/service/test_jobs.py). Returns their rows, results folder and config file."""
+    import raycell
+
+    root = tmp_path_factory.mktemp("reference")
+    config = tahoe_yaml(root / "c.yaml", tahoe_dir, root / "out", REFERENCE_EPOCHS)
+    summary = raycell.run_tahoe(raycell.load_tahoe_config(str(config)), REFERENCE_STRATEGIES)
+    return summary, root / "out", config
+
+
+CLI_STRATEGIES = ["block_shuffling", "ray_streaming"]  # an scDataset arm and a Ray Data arm
+CLI_SEEDS = [0, 1]
+CLI_EPOCHS = 2
+
+
+@pytest.fixture(scope="session")
+def tahoe_cli_run(tahoe_dir, tmp_path_factory, ray_address):
+    """`raycell tahoe` as documented, in a fresh interpreter that joins the session's
+    cluster and records on a real `mlflow server`: two arms, two seeds, two epochs of
+    `--max_steps 3` batches. The command's smoke test (tests/test_commands.py) and the
+    MLflow server's (tests/service/test_mlflow_server.py). Yields the finished process,
+    the results folder, the server and the server's folder."""
+    from tests.service.processes import mlflow_server
+
+    tmp = tmp_path_factory.mktemp("tahoe-cli")
+    save = tmp / "out"
+    with mlflow_server(tmp / "server") as server:
+        done = run_cli(
+            "tahoe", "--h5ad_dir", str(tahoe_dir), "--train_plates", "1", "2",
+            "--test_plates", "3", "--strategy", *CLI_STRATEGIES,
+            "--seed", *map(str, CLI_SEEDS), "--epochs", str(CLI_EPOCHS), "--max_steps", "3",
+            "--batch_size", "16", "--fetch_factor", "4", "--num_workers", "0",
+            "--save_dir", str(save), timeout=900,
+            env={**joined(ray_address), "MLFLOW_TRACKING_URI": server.uri,
+                 "PYTHONFAULTHANDLER": "1"})
+        yield done, save, server, tmp
+
+
 # Kill and resume, as a user meets it (tests/core/test_resume.py, tests/core/test_status.py).
 def tahoe_yaml(path: Path, tahoe_dir: Path, save: Path, epochs: int, **extra) -> Path:
     cfg = {"data": {"h5ad_dir": str(tahoe_dir), "train_plates": [1, 2], "test_plates": [3]},

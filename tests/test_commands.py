@@ -2,9 +2,9 @@
 on the smallest input: a documented command that crashes fails a test. Commands that
 other modules already run end to end are listed with the test that does.
 
-Runs that train join the session's Ray cluster; a run on a local cluster of its own,
-beside a stale or a running cluster on the host, is in tests/core/test_resume.py and
-tests/service/test_jobs.py."""
+Runs that train join the session's Ray cluster (`raycell tahoe` recording on an MLflow
+server: tests/conftest.py); runs on a local cluster of their own, beside a stale or a
+running cluster on the host, are in tests/core/test_resume.py."""
 
 from __future__ import annotations
 
@@ -14,8 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.conftest import joined, run_cli, run_main
-from tests.tahoe.test_cli_errors import PLATES
+from tests.conftest import CLI_EPOCHS, CLI_SEEDS, CLI_STRATEGIES, joined, run_cli, run_main
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO / "tests" / "chemoe" / "fixtures" / "pdgrapher"
@@ -64,42 +63,41 @@ def test_help_answers_for_every_command():
         assert exited.value.code == 0, command
 
 
-STRATEGIES = ["block_shuffling", "ray_streaming"]  # an scDataset arm and a Ray Data arm
-
-
-@pytest.fixture(scope="module")
-def tahoe_run(tahoe_dir, tmp_path_factory, ray_address):
-    save = tmp_path_factory.mktemp("tahoe-cli") / "out"
-    done = run_cli("tahoe", "--h5ad_dir", str(tahoe_dir), *PLATES, "--strategy", *STRATEGIES,
-                   "--epochs", "2", "--max_steps", "3", "--batch_size", "16",
-                   "--fetch_factor", "4", "--num_workers", "0", "--save_dir", str(save),
-                   timeout=600, env=joined(ray_address))
-    return done, save
+@pytest.fixture
+def tahoe_run(tahoe_cli_run):
+    return tahoe_cli_run[:2]
 
 
 def test_tahoe_stops_every_epoch_after_max_steps_and_says_little(tahoe_run):
     """`--max_steps N` stops every epoch after N batches, the first batch is timed apart
-    from training, and the terminal shows a few lines of raycell's, none of Ray's."""
+    from training, and the terminal shows a few lines of raycell's, none of Ray's or
+    MLflow's (its runs are on a tracking server here)."""
     done, save = tahoe_run
     assert done.returncode == 0, done.stderr[-2000:]
-    summary = pd.read_csv(save / "summary.csv", dtype={"run_key": str}).set_index("strategy")
-    assert sorted(summary.index) == STRATEGIES
-    for strategy in STRATEGIES:
-        epochs = pd.read_csv(save / "runs" / summary.at[strategy, "run_key"] / "epochs.csv")
-        assert list(epochs["train_cells"]) == [48, 48]  # 3 batches of 16, each epoch
+    summary = pd.read_csv(save / "summary.csv", dtype={"run_key": str})
+    assert sorted(zip(summary["strategy"], summary["seed"], strict=True)) == sorted(
+        (s, seed) for s in CLI_STRATEGIES for seed in CLI_SEEDS)
+    for run in summary.itertuples():
+        epochs = pd.read_csv(save / "runs" / run.run_key / "epochs.csv")
+        assert list(epochs["train_cells"]) == [48] * CLI_EPOCHS  # 3 batches of 16, each epoch
         assert (epochs["startup_seconds"] > 0).all()
         assert (epochs["first_batch_at"] > 1.7e9).all()  # a wall-clock time, for start-up
         # The loaders' start-up, reported beside training time, over all epochs.
-        assert summary.at[strategy, "startup_seconds"] == pytest.approx(
-            epochs["startup_seconds"].sum())
+        assert run.startup_seconds == pytest.approx(epochs["startup_seconds"].sum())
     # Quiet by default: where it runs, progress lines, the table, the paths; no Ray, Tune
     # or MLflow logs.
     lines = done.stdout.strip().splitlines()
     assert lines[0].startswith("ray: joined the cluster at")
-    assert lines[1] == f"{STRATEGIES[0]}-seed0  epoch 1/2" + lines[1].split("epoch 1/2", 1)[1]
+    assert lines[1] == f"{CLI_STRATEGIES[0]}-seed0  epoch 1/2" + lines[1].split("epoch 1/2")[1]
     assert lines[-1] == f"report: {save / 'report.html'}"
-    assert len(lines) < 25 and len(done.stderr.strip().splitlines()) < 3, done.stderr
-    for noise in ("INFO", "Trial status", "RayTrainWorker", "View detailed results"):
+    progress = [line for line in lines if re.match(r"\w+-seed\d(  epoch \d/\d  |: done in )",
+                                                   line)]
+    assert len(progress) == len(summary) * (CLI_EPOCHS + 1)  # each epoch, then done
+    # The rest: the ray line, the table (a title, a header, a row per run), three paths.
+    assert len(lines) - len(progress) <= 1 + 2 + len(summary) + 3 + 2, lines  # 2 blank
+    assert len(done.stderr.strip().splitlines()) < 3, done.stderr
+    for noise in ("INFO", "Trial status", "RayTrainWorker", "View detailed results",
+                  "View run", "View experiment"):
         assert noise not in done.stdout + done.stderr
 
 
@@ -129,7 +127,7 @@ def test_report_puts_both_workloads_on_one_page(tahoe_run, chemoe_run, tmp_path)
 def test_status_lists_the_finished_runs(tahoe_run):
     done = run_cli("status", str(tahoe_run[1]))
     assert done.returncode == 0, done.stderr
-    assert re.match(r".*: tahoe, 2 runs: 2 finished\n", done.stdout)
+    assert re.match(r".*: tahoe, 4 runs: 4 finished\n", done.stdout)
     assert "block_shuffling-seed0" in done.stdout and "ray_streaming-seed0" in done.stdout
 
 

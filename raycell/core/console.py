@@ -33,6 +33,8 @@ def quiet_logs() -> None:
         return
     # Tune's newer console output prints its experiment table even at verbose=0.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # With a tracking server, MLflow prints two links to stdout for every run it ends.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     for name in QUIETED:
         logging.getLogger(name).setLevel(logging.CRITICAL)
     for module in ("ray", "mlflow", "pydantic"):

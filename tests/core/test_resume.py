@@ -11,6 +11,7 @@ session's cluster. Slow: every stopped run is a fresh CLI process and Ray cluste
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import signal
@@ -25,10 +26,10 @@ import pytest
 import torch
 import yaml
 
-import raycell
 from raycell.core.status import latest_checkpoint
 from tests.conftest import (
     CHEMOE_EPOCHS,
+    REFERENCE_EPOCHS,
     joined,
     kill_after,
     latest_checkpoint_epoch,
@@ -41,8 +42,7 @@ from tests.conftest import (
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 TIMING = {"train_seconds", "cells_per_s", "samples_per_s", "epoch_seconds", "eval_seconds",
           "startup_seconds", "timestamp", "mlflow_run_id"}
-# Enough epochs after the first checkpoint that a signal sent on seeing it lands mid-run.
-EPOCHS = 8
+EPOCHS = REFERENCE_EPOCHS
 
 
 def _same_numbers(a: pd.DataFrame, b: pd.DataFrame, keys: list[str]) -> None:
@@ -84,19 +84,8 @@ def _resumed_like_the_reference(save: Path, reference: pd.DataFrame, strategy: s
     assert sorted(m.step for m in epochs) == list(range(1, EPOCHS + 1))  # each logged once
 
 
-@pytest.fixture(scope="module")
-def reference(tahoe_dir, tmp_path_factory, ray_address):
-    """Uninterrupted runs of the arms the tests stop, in-process on the session's cluster.
-    Returns their rows and the results folder."""
-    root = tmp_path_factory.mktemp("reference")
-    config = tahoe_yaml(root / "c.yaml", tahoe_dir, root / "out", EPOCHS)
-    summary = raycell.run_tahoe(raycell.load_tahoe_config(str(config)),
-                                ["block_shuffling", "ray_block_shuffle"])
-    return summary, root / "out"
-
-
 def test_ctrl_c_stops_a_grid_on_one_line_and_the_same_command_skips_resumes_and_starts(
-        reference, tahoe_dir, tmp_path, ray_address, stale_ray_record):
+        tahoe_reference, tahoe_dir, tmp_path, ray_address, stale_ray_record):
     save = tmp_path / "out"
     arms = {name: {"enabled": name in ("streaming", "block_shuffling", "random")}
             for name in ("streaming", "streaming_buffer", "block_shuffling", "random",
@@ -113,11 +102,12 @@ def test_ctrl_c_stops_a_grid_on_one_line_and_the_same_command_skips_resumes_and_
     seen_running = []
 
     def checkpointed() -> bool:
-        if not (save / "summary.csv").is_file() or \
-                latest_checkpoint_epoch(save, "block_shuffling") is None:
-            return False
-        seen_running.append(status_of(save)["block_shuffling-seed0"][0])  # while it runs
-        return True
+        # `raycell status` while the run starts (seconds before its first epoch), so
+        # that the signal still lands mid-run.
+        if not seen_running and any((save / "ray").glob("block_shuffling-seed0-*")):
+            seen_running.append(status_of(save).get("block_shuffling-seed0", ["absent"])[0])
+        return (save / "summary.csv").is_file() and \
+            latest_checkpoint_epoch(save, "block_shuffling") is not None
 
     kill_after(proc, checkpointed, sig=signal.SIGINT)
     said = log.read_text()
@@ -154,7 +144,7 @@ def test_ctrl_c_stops_a_grid_on_one_line_and_the_same_command_skips_resumes_and_
                                            "streaming-seed0"]
     assert summary["run_key"].is_unique
     assert "random-seed0: resuming" not in again.stdout  # it had not started
-    _resumed_like_the_reference(save, reference[0], "block_shuffling", again.stdout)
+    _resumed_like_the_reference(save, tahoe_reference[0], "block_shuffling", again.stdout)
 
     started = time.perf_counter()
     finished = run_cli(*args, timeout=600)
@@ -203,15 +193,19 @@ def test_a_killed_chemoe_run_resumes_with_the_same_predictions(tiny_chemoe_grid,
     assert sorted(m.step for m in losses) == list(range(1, CHEMOE_EPOCHS + 1))
 
 
-def test_a_killed_worker_restarts_from_the_last_checkpoint(reference, tahoe_dir, tmp_path):
+def test_a_killed_worker_restarts_from_the_last_checkpoint(tahoe_reference, tahoe_dir, head,
+                                                           tmp_path):
     """Ray Train's own restart (ray.max_failures 1) after one worker process dies, on a
     Ray Data arm: its block order comes from the epoch, so the restart reads what an
-    uninterrupted run reads."""
+    uninterrupted run reads. The run starts a local cluster of its own on a host where
+    another cluster runs (the service tests' head, recorded in Ray's temp folder)."""
     save = tmp_path / "out"
     config = tahoe_yaml(tmp_path / "c.yaml", tahoe_dir, save, EPOCHS,
                         ray={"max_failures": 1})
+    assert (head.temp_dir / "ray_current_cluster").is_file()
     proc = start_cli("tahoe", "--config", str(config), "--strategy", "ray_block_shuffle",
-                     log=tmp_path / "run.log")
+                     log=tmp_path / "run.log",
+                     env={**os.environ, "RAY_TMPDIR": str(head.temp_dir.parent)})
     deadline = time.time() + 240
     while latest_checkpoint_epoch(save) is None:
         assert proc.poll() is None and time.time() < deadline
@@ -222,9 +216,10 @@ def test_a_killed_worker_restarts_from_the_last_checkpoint(reference, tahoe_dir,
     workers[0].kill()
     assert proc.wait(timeout=600) == 0, (tmp_path / "run.log").read_text()[-3000:]
     log = (tmp_path / "run.log").read_text()
+    assert log.startswith("ray: started a local cluster"), log[:500]
     assert re.search(rf"resuming at epoch ([2-{EPOCHS}]) of {EPOCHS}", log)
     summary = pd.read_csv(save / "summary.csv", dtype={"run_key": str})
-    expected = reference[0]
+    expected = tahoe_reference[0]
     _same_numbers(summary, expected[expected["strategy"] == "ray_block_shuffle"], ["run_key"])
 
 
@@ -240,11 +235,11 @@ def _interrupted_copy(reference_save: Path, save: Path) -> Path:
 
 @pytest.mark.parametrize("damage", ["truncated", "pickled_objects"])
 def test_a_checkpoint_that_cannot_be_loaded_safely_is_one_clear_line_and_restart_recovers(
-        reference, tahoe_dir, tmp_path, ray_address, damage):
+        tahoe_reference, tahoe_dir, tmp_path, ray_address, damage):
     save = tmp_path / "out"
     config = tahoe_yaml(tmp_path / "c.yaml", tahoe_dir, save, EPOCHS)
     args = ("tahoe", "--config", str(config), "--strategy", "block_shuffling")
-    state = _interrupted_copy(reference[1], save)
+    state = _interrupted_copy(tahoe_reference[1], save)
     if damage == "truncated":  # a disk that filled up mid-write
         state.write_bytes(state.read_bytes()[:1000])
         culprit = f"checkpoint {state.parent} of block_shuffling-seed0 is corrupt"
@@ -264,5 +259,6 @@ def test_a_checkpoint_that_cannot_be_loaded_safely_is_one_clear_line_and_restart
     assert restarted.returncode == 0, restarted.stderr[-2000:]
     assert "resuming" not in restarted.stdout + restarted.stderr
     summary = pd.read_csv(save / "summary.csv", dtype={"run_key": str})
-    _same_numbers(summary, reference[0][reference[0]["strategy"] == "block_shuffling"],
+    reference = tahoe_reference[0]
+    _same_numbers(summary, reference[reference["strategy"] == "block_shuffling"],
                   ["run_key"])

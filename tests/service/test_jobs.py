@@ -1,14 +1,13 @@
 """`ray job submit` of raycell's jobs/ entry points to a real local head.
 
 The head is `ray start --head` on loopback ports with token auth, in its own temp dir
-and process group, shared with the dashboard test (tests/service/conftest.py), which
-stops that cluster, and only that one, at the end of the session.
-Jobs go through the `ray job` CLI with a working_dir, as a user submits them.
+and process group, shared by the session (tests/conftest.py), which stops that
+cluster, and only that one, at the end. Jobs go through the `ray job` CLI with a
+working_dir or the shipped runtime_env.yaml, as a user submits them.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import time
 
@@ -19,27 +18,26 @@ import yaml
 
 from raycell.tahoe.labels import TASKS
 from raycell.tahoe.results import TASK_METRICS
-from tests.conftest import run_cli
+from tests.conftest import REFERENCE_EPOCHS, REFERENCE_STRATEGIES
 from tests.service.processes import REPO, submit, wait_job
 
 pytestmark = [pytest.mark.service, pytest.mark.slow]
 
-TINY_TAHOE = ["--config", "default", "--train_plates", "1", "2", "--test_plates", "3",
-              "--batch_size", "16", "--fetch_factor", "4", "--num_workers", "0",
-              "--epochs", "2", "--learning_rate", "0.02"]
-# Every score of the summary: the job and the direct run must agree on all of them.
+# Every score of the summary: the job and the in-process run must agree on all of them.
 METRICS = [f"{t}_{m}" for t in TASKS for m in TASK_METRICS]
 
 
-def tahoe_entrypoint(tahoe_dir, save) -> list[str]:
-    return ["jobs/tahoe_grid.py", *TINY_TAHOE, "--h5ad_dir", str(tahoe_dir),
-            "--strategy", "block_shuffling", "ray_block_shuffle", "--save_dir", str(save)]
+def tahoe_entrypoint(config, save) -> list[str]:
+    return ["jobs/tahoe_grid.py", "--config", str(config), "--strategy", *REFERENCE_STRATEGIES,
+            "--save_dir", str(save)]
 
 
 @pytest.fixture(scope="module")
-def tahoe_job(head, tahoe_dir, tmp_path_factory):
+def tahoe_job(head, tahoe_reference, tmp_path_factory):
+    """The session's reference grid (the same config file), as a job on the head."""
+    config = tahoe_reference[2]
     save = tmp_path_factory.mktemp("tahoe-job") / "results"
-    submit(head, "tahoe-tiny", tahoe_entrypoint(tahoe_dir, save),
+    submit(head, "tahoe-tiny", tahoe_entrypoint(config, save),
            {"MLFLOW_TRACKING_URI": f"sqlite:///{save}/mlflow.db"})
     status, logs = wait_job(head, "tahoe-tiny")
     return status, logs, save
@@ -49,8 +47,8 @@ def test_a_tahoe_job_succeeds_and_writes_its_rows_and_mlflow_runs(tahoe_job):
     status, logs, save = tahoe_job
     assert status == "SUCCEEDED", logs[-3000:]
     summary = pd.read_csv(save / "summary.csv")
-    assert sorted(summary["run_name"]) == ["block_shuffling-seed0", "ray_block_shuffle-seed0"]
-    assert (summary["epochs"] == 2).all()
+    assert sorted(summary["run_name"]) == sorted(f"{s}-seed0" for s in REFERENCE_STRATEGIES)
+    assert (summary["epochs"] == REFERENCE_EPOCHS).all()
     assert "macro F1 per task" in logs  # the job's log ends with raycell's table
     assert "ray: joined the cluster at" in logs  # the head's, not one of its own
     client = mlflow.MlflowClient(f"sqlite:///{save}/mlflow.db")
@@ -60,71 +58,55 @@ def test_a_tahoe_job_succeeds_and_writes_its_rows_and_mlflow_runs(tahoe_job):
     assert all(r.info.status == "FINISHED" for r in runs) and len(runs) == 3
 
 
-def test_the_same_job_submitted_again_continues_its_grid(head, tahoe_job, tahoe_dir):
+def test_the_same_job_submitted_again_continues_its_grid(head, tahoe_job, tahoe_reference):
     _, _, save = tahoe_job
     before = (save / "summary.csv").read_text()
-    submit(head, "tahoe-tiny-again", tahoe_entrypoint(tahoe_dir, save),
+    submit(head, "tahoe-tiny-again", tahoe_entrypoint(tahoe_reference[2], save),
            {"MLFLOW_TRACKING_URI": f"sqlite:///{save}/mlflow.db"})
     status, logs = wait_job(head, "tahoe-tiny-again")
     assert status == "SUCCEEDED", logs[-3000:]
     skipped = [line.split()[1] for line in logs.splitlines() if line.startswith("skipped ")]
-    assert skipped == ["block_shuffling-seed0", "ray_block_shuffle-seed0"]
+    assert skipped == [f"{s}-seed0" for s in REFERENCE_STRATEGIES]
     assert (save / "summary.csv").read_text() == before  # nothing trained, nothing doubled
 
 
-def test_the_job_gives_the_rows_of_the_same_command_run_directly_on_its_own_cluster(
-        head, tahoe_job, tahoe_dir, tmp_path):
+def test_the_job_gives_the_rows_of_the_same_grid_run_on_another_cluster(tahoe_job,
+                                                                        tahoe_reference):
+    """The head's job and the session's in-process run of the same config: another
+    cluster, another driver, the same numbers (Ray Data's block order included)."""
     _, _, save = tahoe_job
-    # Run on this host, where the head's `ray start` recorded its address in Ray's temp
-    # folder: without RAY_ADDRESS the command starts a local cluster of its own.
-    assert (head.temp_dir / "ray_current_cluster").is_file()
-    env = {**os.environ, "RAY_TMPDIR": str(head.temp_dir.parent)}
-    direct = run_cli("tahoe", *TINY_TAHOE, "--h5ad_dir", str(tahoe_dir), "--strategy",
-                     "block_shuffling", "ray_block_shuffle", "--save_dir", str(tmp_path),
-                     timeout=600, env=env)
-    assert direct.returncode == 0, direct.stderr[-3000:]
-    assert direct.stdout.startswith("ray: started a local cluster")
     job = pd.read_csv(save / "summary.csv").set_index("strategy").sort_index()
-    here = pd.read_csv(tmp_path / "summary.csv").set_index("strategy").sort_index()
+    here = tahoe_reference[0].set_index("strategy").sort_index()
     assert list(job["run_key"]) == list(here["run_key"])  # the same settings
     for column in METRICS:
         assert job[column].to_numpy() == pytest.approx(here[column].to_numpy(), abs=1e-6)
 
 
-def test_a_chemoe_job_succeeds_with_its_baseline_scored_beside_it(head, pdgrapher_dir, tmp_path):
-    save = tmp_path / "results"
-    submit(head, "chemoe-tiny",
-           ["jobs/chemoe_grid.py", "--data", str(pdgrapher_dir), "--cell_line", "A549",
-            "--fold", "0", "--model", "chemoe", "mean_shift", "--epochs", "2", "--eval_every",
-            "1", "--embed_dim", "8", "--batch_size", "16", "--save_dir", str(save)],
-           {"MLFLOW_TRACKING_URI": f"sqlite:///{save}/mlflow.db"})
-    status, logs = wait_job(head, "chemoe-tiny")
-    assert status == "SUCCEEDED", logs[-3000:]
-    rows = pd.read_csv(save / "results.csv")
-    assert sorted(rows["model"]) == ["chemoe", "mean_shift"]
-    assert rows["r2_top20"].between(0, 1).all()
-    client = mlflow.MlflowClient(f"sqlite:///{save}/mlflow.db")
-    experiment = client.get_experiment_by_name("raycell-chemoe").experiment_id
-    assert len(client.search_runs([experiment], "tags.run_key != ''")) == 2
-
-
-def test_relative_paths_from_the_config_go_under_the_job_root(head, tahoe_dir, tmp_path):
-    # The shipped jobs/runtime_env.yaml (working_dir "."), with this test's root and no
-    # MLflow server: the config's default store beside the results.
+def test_a_chemoe_job_under_the_job_root_scores_its_baseline_beside_it(head, pdgrapher_dir,
+                                                                       tmp_path):
+    """The shipped jobs/runtime_env.yaml (working_dir "."), with this test's root and no
+    MLflow server: the config's relative save_dir goes under the root, and the default
+    MLflow store beside the results."""
     runtime_env = yaml.safe_load((REPO / "jobs" / "runtime_env.yaml").read_text())
     assert set(runtime_env["env_vars"]) >= {"RAYCELL_JOB_ROOT", "MLFLOW_TRACKING_URI"}
     root = tmp_path / "shared"
     runtime_env["env_vars"]["RAYCELL_JOB_ROOT"] = str(root)
     del runtime_env["env_vars"]["MLFLOW_TRACKING_URI"]
     (tmp_path / "runtime_env.yaml").write_text(yaml.safe_dump(runtime_env))
-    submit(head, "tahoe-root", ["jobs/tahoe_grid.py", *TINY_TAHOE, "--epochs", "1",
-                                "--h5ad_dir", str(tahoe_dir), "--strategy", "streaming"],
+    submit(head, "chemoe-tiny",
+           ["jobs/chemoe_grid.py", "--data", str(pdgrapher_dir), "--cell_line", "A549",
+            "--fold", "0", "--model", "chemoe", "mean_shift", "--epochs", "2", "--eval_every",
+            "1", "--embed_dim", "8", "--batch_size", "16"],
            {}, runtime_env=tmp_path / "runtime_env.yaml")
-    status, logs = wait_job(head, "tahoe-root")
+    status, logs = wait_job(head, "chemoe-tiny")
     assert status == "SUCCEEDED", logs[-3000:]
-    # The default config's save_dir (results/tahoe), under the root, MLflow beside it.
-    assert (root / "results" / "tahoe" / "summary.csv").is_file()
-    assert (root / "results" / "tahoe" / "mlflow.db").is_file()
+    save = root / "results" / "chemoe"  # the default config's save_dir, under the root
+    rows = pd.read_csv(save / "results.csv")
+    assert sorted(rows["model"]) == ["chemoe", "mean_shift"]
+    assert rows["r2_top20"].between(0, 1).all()
+    client = mlflow.MlflowClient(f"sqlite:///{save}/mlflow.db")
+    experiment = client.get_experiment_by_name("raycell-chemoe").experiment_id
+    assert len(client.search_runs([experiment], "tags.run_key != ''")) == 2
 
 
 BAD_JOBS = [

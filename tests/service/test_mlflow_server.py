@@ -1,45 +1,33 @@
-"""A grid recorded on a real `mlflow server`, read back through its REST API, and its UI's
-compare view rendered once in headless Chromium (Debian's package)."""
+"""The session's `raycell tahoe` grid, recorded on a real `mlflow server`
+(tests/conftest.py), read back through its REST API, and its UI's compare view rendered
+once in headless Chromium (Debian's package)."""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
-import subprocess
-import sys
 import urllib.parse
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from tests.conftest import joined
-from tests.service.processes import chromium, http_json, mlflow_server
+from tests.conftest import CLI_EPOCHS, CLI_SEEDS, CLI_STRATEGIES
+from tests.service.processes import chromium, http_json
 
 pytestmark = [pytest.mark.service, pytest.mark.slow]
 
-STRATEGIES = ["block_shuffling", "random"]
-EPOCHS = 2
+STRATEGIES = CLI_STRATEGIES
+EPOCHS = CLI_EPOCHS
 
 
-@pytest.fixture(scope="module")
-def recorded(tahoe_dir, tmp_path_factory, ray_address):
-    tmp = tmp_path_factory.mktemp("mlflow-server")
-    save = tmp / "results"
-    with mlflow_server(tmp / "server") as server:
-        # On the session's Ray cluster: the server is what this module tests.
-        env = {**joined(ray_address), "MLFLOW_TRACKING_URI": server.uri,
-               "PYTHONFAULTHANDLER": "1"}
-        done = subprocess.run(
-            [sys.executable, "-m", "raycell.cli", "tahoe", "--config", "default",
-             "--h5ad_dir", str(tahoe_dir), "--train_plates", "1", "2", "--test_plates", "3",
-             "--batch_size", "16", "--fetch_factor", "4", "--num_workers", "0",
-             "--epochs", str(EPOCHS), "--seed", "0", "1", "--strategy", *STRATEGIES,
-             "--save_dir", str(save)],
-            capture_output=True, text=True, env=env, timeout=900)
-        assert done.returncode == 0, done.stderr[:3000] + "\n...\n" + done.stderr[-3000:]
-        yield server, save, tmp
+@pytest.fixture
+def recorded(tahoe_cli_run):
+    """The session's `raycell tahoe` run, recorded on its `mlflow server`."""
+    done, save, server, tmp = tahoe_cli_run
+    assert done.returncode == 0, done.stderr[:3000] + "\n...\n" + done.stderr[-3000:]
+    return server, save, tmp
 
 
 def api(server, path: str, body: dict | None = None):
@@ -66,7 +54,7 @@ def test_parent_and_children_are_on_the_server(recorded):
     server, save, _ = recorded
     parent, children = runs_of(server)
     parent_id = parent["info"]["run_id"]
-    assert len(children) == len(STRATEGIES) * 2
+    assert len(children) == len(STRATEGIES) * len(CLI_SEEDS)
     for child in children:
         tags = {t["key"]: t["value"] for t in child["data"]["tags"]}
         assert tags["mlflow.parentRunId"] == parent_id
@@ -81,7 +69,7 @@ def test_compare_view_has_strategy_and_seed_as_params_and_the_same_metrics(recor
     _, children = runs_of(server)
     params = [{p["key"]: p["value"] for p in c["data"]["params"]} for c in children]
     assert sorted((p["strategy"], p["seed"]) for p in params) == sorted(
-        (s, str(seed)) for s in STRATEGIES for seed in (0, 1))
+        (s, str(seed)) for s in STRATEGIES for seed in CLI_SEEDS)
     names = [{m["key"] for m in c["data"]["metrics"]} for c in children]
     assert all(n == names[0] for n in names)  # arms side by side: one set of metric names
     assert {"drug_macro_f1", "cells_per_s", "train_seconds", "epoch"} <= names[0]

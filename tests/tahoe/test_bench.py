@@ -9,7 +9,7 @@ from scipy.stats import entropy
 
 from raycell.core.errors import RaycellError
 from raycell.tahoe.bench import BENCH_ARMS, BENCH_COLUMNS, check_arms, entropy_bits
-from tests.conftest import run_cli, run_main
+from tests.conftest import joined, run_cli, run_main
 from tests.tahoe.test_cli_errors import copy_plates, plate
 
 
@@ -32,12 +32,12 @@ ARMS_SHORT = ["streaming", "random", "block_shuffling", "ray_buffer", "per_row_b
 
 @pytest.mark.ray
 def test_a_short_run_writes_every_arm_cold_and_warm_bare_and_in_a_ray_train_worker(
-        tahoe_dir, tmp_path):
+        tahoe_dir, tmp_path, ray_address):
     out = tmp_path / "bench"
     done = run_cli("bench", "loaders", "--data", str(tahoe_dir), "--seconds", "0.2",
                    "--warmup", "0.05", "--batch_size", "16", "--fetch_factor", "4",
                    "--block_size", "4", "--rounds", "2", "--strategies", *ARMS_SHORT,
-                   "--out", str(out), timeout=600)
+                   "--out", str(out), timeout=600, env=joined(ray_address))
     assert done.returncode == 0, done.stderr[-2000:]
     bench = pd.read_csv(out / "bench.csv")
     assert list(bench.columns) == BENCH_COLUMNS
