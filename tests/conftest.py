@@ -200,7 +200,9 @@ def tahoe_reference(tahoe_dir, tmp_path_factory, ray_address):
     import raycell
 
     root = tmp_path_factory.mktemp("reference")
-    config = tahoe_yaml(root / "c.yaml", tahoe_dir, root / "out", REFERENCE_EPOCHS)
+    # Both runs at once: concurrency is not in the run key (it changes no number).
+    config = tahoe_yaml(root / "c.yaml", tahoe_dir, root / "out", REFERENCE_EPOCHS,
+                        ray={"max_concurrent_trials": 2})
     summary = raycell.run_tahoe(raycell.load_tahoe_config(str(config)), REFERENCE_STRATEGIES)
     return summary, root / "out", config
 

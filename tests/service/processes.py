@@ -134,6 +134,10 @@ def ray_head(tmp: Path, num_cpus: int = 8, env: dict[str, str] | None = None
         wait_for(lambda: head.api("/api/version"), 120, "ray head dashboard", proc)
         # The job agent comes up after the dashboard: wait until it takes submissions.
         wait_for(lambda: head.api("/api/jobs/") is not None, 60, "ray job agent", proc)
+        # `ray start` records the cluster's address on the host last (a plain `ray.init()`
+        # there would join it).
+        wait_for(lambda: (temp_dir / "ray_current_cluster").is_file(), 60,
+                 "ray start's address record", proc)
         yield head
     finally:
         # Ctrl-C, as for a user: `ray start --block` stops its cluster on SIGINT in about
