@@ -7,21 +7,41 @@ Light on purpose: every trial actor imports this module and its slice's ``trial`
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
+from ray import tune
 from ray.train import CheckpointConfig, FailureConfig, RunConfig
 from ray.train.torch import TorchTrainer
-from ray.tune.integration.ray_train import TuneReportCallback
+from ray.train.v2.api.callback import UserCallback
+from ray.util.queue import Empty, Queue
 
 from raycell.core import runtime
 from raycell.core.config import RaySettings
 
 
+class _ForwardReports(UserCallback):
+    """In the TrainController: rank 0's metrics of every report, onto a queue the trial
+    reads (as Tune's TuneReportCallback does, without its checkpoint path)."""
+
+    def __init__(self, queue: Queue):
+        self.queue = queue
+
+    def after_report(self, run_context, metrics, checkpoint) -> None:
+        self.queue.put(dict(metrics[0]))
+
+
 def fit_trainer(train_loop: Callable[[dict], None], config: dict[str, Any],
                 settings: RaySettings, checkpoints_to_keep: int | None = None):
     """Fit a TorchTrainer for one run, named by its run key, so that fitting it again
-    after an interruption resumes it from its last checkpoint."""
+    after an interruption resumes it from its last checkpoint.
+
+    The trainer fits in a thread while this one hands its reports to Tune. Tune's own
+    bridge (TuneReportCallback) hands them over from the trial actor's main thread, and
+    that thread blocks for ever when the run's last report and the end of the training
+    function race (Ray 2.60: a grid trial hung after its last epoch, docs/facts.md)."""
+    reports = Queue(actor_options={"num_cpus": 0})
     trainer = TorchTrainer(
         train_loop,
         train_loop_config=config,
@@ -29,12 +49,32 @@ def fit_trainer(train_loop: Callable[[dict], None], config: dict[str, Any],
         run_config=RunConfig(
             name=config["train_name"],
             storage_path=config["storage"],
-            callbacks=[TuneReportCallback()],
+            callbacks=[_ForwardReports(reports)],
             checkpoint_config=CheckpointConfig(num_to_keep=checkpoints_to_keep),
             failure_config=FailureConfig(max_failures=settings.max_failures),
         ),
     )
-    return trainer.fit()
+    outcome: dict[str, Any] = {}
+
+    def fit() -> None:
+        try:
+            outcome["result"] = trainer.fit()
+        except BaseException as error:  # raised again in the trial's thread
+            outcome["error"] = error
+
+    fitting = threading.Thread(target=fit, name="fit", daemon=True)
+    fitting.start()
+    while True:
+        alive = fitting.is_alive()
+        try:
+            tune.report(reports.get(timeout=0.2))
+            continue
+        except Empty:
+            if not alive:  # fit() had ended before the queue was found empty: all reported
+                break
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
 
 
 def flat(trial: Callable[[dict], None]) -> Callable[[dict], None]:

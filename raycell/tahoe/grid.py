@@ -1,7 +1,7 @@
 """The Tahoe grid: one run per (strategy, seed), each a TorchTrainer, through core's runner.
 
 Train V2 pattern (docs/facts.md): a Tune trial runs a driver function that fits a
-TorchTrainer, with TuneReportCallback forwarding rank 0's epoch reports. A single
+TorchTrainer, forwarding rank 0's epoch reports to Tune (core/trial.py). A single
 strategy is a grid of one, so every run takes the same path.
 """
 
