@@ -161,14 +161,14 @@ def test_a_killed_chemoe_run_resumes_with_the_same_predictions(tiny_chemoe_grid,
                                                                tmp_path, ray_address):
     """The CheMoE run of the session's grid (the same settings: the same run key), killed
     with SIGKILL after its second checkpoint and run again."""
-    _, reference, _ = tiny_chemoe_grid
+    cfg, reference, _ = tiny_chemoe_grid
     save = tmp_path / "out"
-    config = tmp_path / "c.yaml"
-    config.write_text(yaml.safe_dump({
-        "data": {"dir": str(pdgrapher_dir)}, "grid": {"cell_lines": ["A549"]},
-        "model": {"embed_dim": 8, "hidden_dim": 16},
-        "training": {"batch_size": 16, "epochs": CHEMOE_EPOCHS, "eval_every": 2, "lr": 3e-3},
-        "output": {"save_dir": str(save)}}))
+    config = tmp_path / "c.yaml"  # the grid's settings, its CheMoE run only
+    settings = cfg.model_dump(mode="json")
+    settings["data"]["dir"] = str(pdgrapher_dir)
+    settings["grid"]["models"] = ["chemoe"]
+    settings["output"]["save_dir"] = str(save)
+    config.write_text(yaml.safe_dump(settings))
     args = ("chemoe", "--config", str(config))
     proc = start_cli(*args, log=tmp_path / "killed.log")
     kill_after(proc, lambda: (latest_checkpoint_epoch(save) or 0) >= 2)
