@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import mmap
 import os
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -27,6 +28,23 @@ def evict(paths: Iterable[str | Path]) -> None:
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
         finally:
             os.close(fd)
+
+
+def evict_settled(paths: list[str | Path], below: float = 0.01, pause_s: float = 0.1,
+                  wait_s: float = 10.0) -> float:
+    """Evict ``paths`` until under ``below`` of their pages stay out; the share cached.
+
+    A reader still finishing (a previous arm's Ray Data tasks run on after its
+    iterator closes) brings pages back just after an eviction, so each eviction is
+    checked ``pause_s`` later, and repeated until none came back or ``wait_s`` passed.
+    """
+    deadline = time.monotonic() + wait_s
+    while True:
+        evict(paths)
+        time.sleep(pause_s)
+        resident = resident_fraction(paths)
+        if resident < below or time.monotonic() > deadline:
+            return resident
 
 
 def warm(paths: Iterable[str | Path], chunk: int = 64 << 20) -> None:

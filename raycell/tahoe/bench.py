@@ -198,10 +198,10 @@ def measure_arms(split: TahoeSplit, labels: LabelSpace, s: BenchSettings, where:
         for arm in s.arms:
             for cache in s.caches:
                 if cache == "cold":
-                    page_cache.evict(files)
+                    resident = page_cache.evict_settled(files)
                 else:
                     page_cache.warm(files)
-                resident = page_cache.resident_fraction(files)
+                    resident = page_cache.resident_fraction(files)
                 batches = arm_batches(arm, split, labels, s)  # opens its files afresh
                 result = measure(batches, drug, plate, s,
                                  cold_files=files if cache == "cold" else None)

@@ -1,10 +1,12 @@
 """Eviction and residency of files in the page cache, read back with mincore."""
 
 import os
+import threading
+import time
 
 import pytest
 
-from raycell.core.page_cache import evict, resident_fraction, warm
+from raycell.core.page_cache import evict, evict_settled, resident_fraction, warm
 from tests.tahoe.test_bench import on_tmpfs
 
 
@@ -25,3 +27,25 @@ def test_a_file_is_evicted_then_warmed(tmp_path):
 def test_an_empty_file_counts_as_nothing(tmp_path):
     (tmp_path / "empty").touch()
     assert resident_fraction([tmp_path / "empty"]) == 0.0
+
+
+def test_eviction_waits_out_a_reader_that_brings_pages_back(tmp_path):
+    if on_tmpfs(tmp_path):
+        pytest.skip("tmpfs keeps files in memory: nothing to evict")
+    path = tmp_path / "data.bin"
+    path.write_bytes(os.urandom(8 << 20))
+    warm([path])
+    until = time.monotonic() + 0.6
+
+    def straggler():  # a previous reader still finishing: warms the file again and again
+        while time.monotonic() < until:
+            warm([path])
+
+    reader = threading.Thread(target=straggler)
+    reader.start()
+    time.sleep(0.05)
+    try:
+        assert evict_settled([path]) < 0.01
+        assert time.monotonic() >= until - 0.3  # it waited for the reader, not just once
+    finally:
+        reader.join()

@@ -173,6 +173,44 @@ def mlflow_server(tmp: Path) -> Iterator[MlflowServer]:
         log.close()
 
 
+@contextmanager
+def prometheus(head, tmp: Path, prometheus_yml: Path) -> Iterator[str]:
+    """Debian's ``prometheus`` on a free loopback port, scraping ``head`` every second
+    through Ray's service discovery file with the scrape config of ``prometheus_yml``;
+    yields its URL."""
+    import yaml
+
+    discovery = wait_for(lambda: next(head.temp_dir.glob(
+        "session_*/prom_metrics_service_discovery.json"), None), 60, "discovery file")
+    config = yaml.safe_load(prometheus_yml.read_text())
+    config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
+    scrape = config["scrape_configs"][0]
+    scrape["file_sd_configs"][0]["files"] = [str(discovery)]
+    # Ray lists this machine's interface address; a one-machine cluster is scraped over
+    # loopback (same ports), so no traffic leaves 127.0.0.1.
+    scrape["relabel_configs"] = [{"source_labels": ["__address__"],
+                                  "regex": "[^:]+:(\\d+)", "target_label": "__address__",
+                                  "replacement": "127.0.0.1:$1"}]
+    tmp.mkdir(parents=True, exist_ok=True)
+    (tmp / "prometheus.yml").write_text(yaml.safe_dump(config))
+    binary = shutil.which("prometheus")
+    assert binary, "prometheus is not installed (Debian package; make system-packages)"
+    port = free_port()
+    log = open(tmp / "prometheus.log", "w")  # noqa: SIM115 (closed below)
+    proc = subprocess.Popen(
+        [binary, f"--config.file={tmp / 'prometheus.yml'}", f"--storage.tsdb.path={tmp / 'tsdb'}",
+         f"--web.listen-address=127.0.0.1:{port}"],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: urllib.request.urlopen(f"{url}/-/ready").status == 200, 60,
+                 "prometheus", proc)
+        yield url
+    finally:
+        stop_group(proc)
+        log.close()
+
+
 def submit(head, job_id: str, entrypoint: list[str], env_vars: dict[str, str],
            runtime_env: Path | None = None) -> None:
     """`ray job submit` from the repository, as a user submits: the CLI with a working_dir

@@ -19,6 +19,7 @@ import yaml
 from raycell.tahoe.labels import TASKS
 from raycell.tahoe.results import TASK_METRICS
 from tests.conftest import REFERENCE_EPOCHS, REFERENCE_STRATEGIES
+from tests.service.conftest import tahoe_entrypoint
 from tests.service.processes import REPO, submit, wait_job
 
 pytestmark = [pytest.mark.service, pytest.mark.slow]
@@ -27,24 +28,8 @@ pytestmark = [pytest.mark.service, pytest.mark.slow]
 METRICS = [f"{t}_{m}" for t in TASKS for m in TASK_METRICS]
 
 
-def tahoe_entrypoint(config, save) -> list[str]:
-    return ["jobs/tahoe_grid.py", "--config", str(config), "--strategy", *REFERENCE_STRATEGIES,
-            "--save_dir", str(save)]
-
-
-@pytest.fixture(scope="module")
-def tahoe_job(head, tahoe_reference, tmp_path_factory):
-    """The session's reference grid (the same config file), as a job on the head."""
-    config = tahoe_reference[2]
-    save = tmp_path_factory.mktemp("tahoe-job") / "results"
-    submit(head, "tahoe-tiny", tahoe_entrypoint(config, save),
-           {"MLFLOW_TRACKING_URI": f"sqlite:///{save}/mlflow.db"})
-    status, logs = wait_job(head, "tahoe-tiny")
-    return status, logs, save
-
-
 def test_a_tahoe_job_succeeds_and_writes_its_rows_and_mlflow_runs(tahoe_job):
-    status, logs, save = tahoe_job
+    status, logs, save = tahoe_job.status, tahoe_job.logs, tahoe_job.save
     assert status == "SUCCEEDED", logs[-3000:]
     summary = pd.read_csv(save / "summary.csv")
     assert sorted(summary["run_name"]) == sorted(f"{s}-seed0" for s in REFERENCE_STRATEGIES)
@@ -59,7 +44,7 @@ def test_a_tahoe_job_succeeds_and_writes_its_rows_and_mlflow_runs(tahoe_job):
 
 
 def test_the_same_job_submitted_again_continues_its_grid(head, tahoe_job, tahoe_reference):
-    _, _, save = tahoe_job
+    save = tahoe_job.save
     before = (save / "summary.csv").read_text()
     submit(head, "tahoe-tiny-again", tahoe_entrypoint(tahoe_reference[2], save),
            {"MLFLOW_TRACKING_URI": f"sqlite:///{save}/mlflow.db"})
@@ -74,8 +59,7 @@ def test_the_job_gives_the_rows_of_the_same_grid_run_on_another_cluster(tahoe_jo
                                                                         tahoe_reference):
     """The head's job and the session's in-process run of the same config: another
     cluster, another driver, the same numbers (Ray Data's block order included)."""
-    _, _, save = tahoe_job
-    job = pd.read_csv(save / "summary.csv").set_index("strategy").sort_index()
+    job = pd.read_csv(tahoe_job.save / "summary.csv").set_index("strategy").sort_index()
     here = tahoe_reference[0].set_index("strategy").sort_index()
     assert list(job["run_key"]) == list(here["run_key"])  # the same settings
     for column in METRICS:
