@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from raycell.core.errors import Interrupted, RaycellError, RunsFailed
-from raycell.core.html import REPORT_FILE
+from raycell.core.layout import REPORT_FILE
 from raycell.tahoe.arms import ARMS
 
 # CLI flag -> dotted config keys it overrides (the seed's flag names).

@@ -18,7 +18,8 @@ import ray
 
 from raycell.chemoe.config import ChemoeConfig
 from raycell.chemoe.inputs import USES_MOLECULES, ChemoeInputs, mol_encoder_of
-from raycell.chemoe.worker import TEST_METRICS, trial
+from raycell.chemoe.trial import trial
+from raycell.chemoe.worker import TEST_METRICS
 from raycell.core.config import config_key, numeric_ray_settings
 from raycell.core.grid import GridRun, Workload, run_grid
 from raycell.core.tracking import flatten

@@ -11,7 +11,7 @@ import pandas as pd
 from raycell.chemoe.grid import RESULT_COLUMNS
 from raycell.core.errors import RaycellError
 from raycell.core.html import Section, figure, table, text
-from raycell.core.worker import EPOCH_LOG
+from raycell.core.layout import EPOCH_LOG, run_dir
 
 METRICS = ("r2_top20", "r2_top40", "r2_top80", "pearson_de")
 MODEL_ORDER = ("chemoe", "ridge", "mean_shift", "identity")
@@ -62,7 +62,7 @@ def expert_usage(save_dir: Path, rows: pd.DataFrame) -> pd.DataFrame:
     """Each CheMoE run's share of routing per expert, at its last epoch."""
     usage = []
     for _, row in rows[rows["model"] == "chemoe"].iterrows():
-        path = save_dir / "runs" / row["run_key"] / EPOCH_LOG
+        path = run_dir(save_dir, row["run_key"]) / EPOCH_LOG
         if not path.is_file():
             continue
         last = pd.read_csv(path).sort_values("epoch").iloc[-1]

@@ -14,14 +14,12 @@ import contextlib
 import copy
 import json
 import math
-import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import ray
 import torch
-from ray import tune
 from torch.nn import functional as F
 
 from raycell.chemoe.baselines import MeanShift, RidgeBaseline, identity
@@ -29,8 +27,7 @@ from raycell.chemoe.config import PDGRAPHER_CELL_LINES, ChemoeConfig
 from raycell.chemoe.metrics import de_scores
 from raycell.chemoe.model import CheMoE
 from raycell.chemoe.samples import RunSamples, load_samples, write_predictions
-from raycell.core.trial import fit_trainer
-from raycell.core.worker import STATE_FILE, Plan, WorkerContext, fit
+from raycell.core.worker import Plan, WorkerContext, fit
 
 EVAL_CHUNK = 256  # samples per forward pass when scoring
 TEST_METRICS = "test_metrics.json"  # every model's test scores, in its run folder
@@ -243,21 +240,3 @@ def run_baseline(config: dict[str, Any], out: Path) -> dict[str, float]:
     scores = score_test_split(pred, samples) | extra
     _write_json(out / TEST_METRICS, scores)
     return {f"test_{k}": v for k, v in scores.items()}
-
-
-def trial(config: dict[str, Any]) -> None:
-    """One Tune trial: a CheMoE TorchTrainer (resumed from its checkpoint if it has one),
-    or a baseline fitted here. Its files end in ``run_dir``."""
-    out = Path(config["run_dir"])
-    out.mkdir(parents=True, exist_ok=True)
-    if config["model"] != "chemoe":
-        tune.report(run_baseline(config, out))
-        return
-    cfg = ChemoeConfig.model_validate(config["cfg"])
-    result = fit_trainer(train_loop, config, cfg.ray, cfg.output.checkpoints_to_keep)
-    if result.checkpoint is None:
-        raise RuntimeError("the CheMoE run ended without its final checkpoint")
-    with result.checkpoint.as_directory() as d:
-        for path in Path(d).iterdir():  # the final files; the training state stays in Ray's
-            if path.name != STATE_FILE:
-                shutil.copy2(path, out / path.name)

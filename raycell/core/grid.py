@@ -36,20 +36,24 @@ from raycell.core import runtime
 from raycell.core.config import RaySettings, config_key
 from raycell.core.console import ProgressLines, verbose
 from raycell.core.errors import BadData, Interrupted, RaycellError, RunsFailed
-from raycell.core.html import REPORT_FILE, Section, page, write_page
-from raycell.core.rows import remove_keys, upsert
-from raycell.core.status import (
+from raycell.core.html import Section, page, write_page
+from raycell.core.layout import (
     EPOCH_LOG,
     ERROR_FILE,
     MARKER_FILE,
+    REPORT_FILE,
     RUNNING_FILE,
+    STATE_FILE,
+    TRAIN_DIR,
     TRAIN_SNAPSHOT,
-    first_error_line,
-    latest_checkpoint,
+    run_dir,
+    train_dir,
 )
+from raycell.core.rows import remove_keys, upsert
+from raycell.core.status import first_error_line, latest_checkpoint
 from raycell.core.tracking import GridRecorder, forget_runs, log_figures
 from raycell.core.trial import flat
-from raycell.core.worker import STATE_FILE, load_state
+from raycell.core.worker import load_state
 
 
 @dataclass(frozen=True)
@@ -85,7 +89,7 @@ class Workload:
 
 
 def run_folder(save_dir: Path, run: GridRun) -> Path:
-    return save_dir / "runs" / run.key
+    return run_dir(save_dir, run.key)
 
 
 def finished_keys(save_dir: Path, workload: Workload) -> set[str]:
@@ -118,16 +122,16 @@ def check_save_dir(save_dir: Path, workload: Workload, runs: list[GridRun],
                 f"{by_name[run.name]}, this config's {run.key}): pass --restart to replace "
                 f"it, or choose another --save_dir")
     for run in runs:
-        check_checkpoint(save_dir / "ray" / run.train_name(), run)
+        check_checkpoint(train_dir(save_dir, run.train_name()), run)
 
 
-def check_checkpoint(train_dir: Path, run: GridRun) -> None:
+def check_checkpoint(folder: Path, run: GridRun) -> None:
     """The checkpoint a run would resume from must be readable (a torch zip archive)."""
     try:
-        latest = latest_checkpoint(train_dir)
-        state = train_dir / latest["checkpoint_dir_name"] / STATE_FILE if latest else None
+        latest = latest_checkpoint(folder)
+        state = folder / latest["checkpoint_dir_name"] / STATE_FILE if latest else None
     except (ValueError, KeyError, TypeError):
-        raise RaycellError(f"checkpoint record {train_dir / TRAIN_SNAPSHOT} is corrupt: pass "
+        raise RaycellError(f"checkpoint record {folder / TRAIN_SNAPSHOT} is corrupt: pass "
                            f"--restart to train {run.name} from scratch") from None
     if state is None:
         return
@@ -152,7 +156,7 @@ def forget(save_dir: Path, workload: Workload, runs: list[GridRun], uri: str) ->
     keys = [run.key for run in runs]
     for run in runs:
         shutil.rmtree(run_folder(save_dir, run), ignore_errors=True)
-        shutil.rmtree(save_dir / "ray" / run.train_name(), ignore_errors=True)
+        shutil.rmtree(train_dir(save_dir, run.train_name()), ignore_errors=True)
     for name in (*workload.extra_files, workload.results_file):
         remove_keys(save_dir / name, keys)
     forget_runs(uri, keys)
@@ -216,7 +220,8 @@ def _tune(workload: Workload, todo: list[GridRun], save_dir: Path, settings: Ray
         (run_folder(save_dir, run) / ERROR_FILE).unlink(missing_ok=True)
     tuner = tune.Tuner(
         tune.with_resources(flat(workload.trial), {"CPU": settings.driver_cpus}),
-        param_space={**shared(), "storage": str(save_dir / "ray"), "run": tune.grid_search(trials)},
+        param_space={**shared(), "storage": str(save_dir / TRAIN_DIR),
+                     "run": tune.grid_search(trials)},
         tune_config=tune.TuneConfig(
             max_concurrent_trials=settings.max_concurrent_trials,
             trial_name_creator=lambda t: t.config["run"]["name"],
@@ -278,13 +283,13 @@ def _where_stopped(save_dir: Path, stopped: list[GridRun]) -> str:
     said, waiting = [], 0
     for run in stopped:
         log = run_folder(save_dir, run) / EPOCH_LOG
-        train_dir = save_dir / "ray" / run.train_name()
-        if not log.is_file() and not train_dir.is_dir():
+        train_folder = train_dir(save_dir, run.train_name())
+        if not log.is_file() and not train_folder.is_dir():
             waiting += 1
             continue
         epoch = int(pd.read_csv(log)["epoch"].max()) + 1 if log.is_file() else 1
         try:
-            latest = latest_checkpoint(train_dir)
+            latest = latest_checkpoint(train_folder)
         except (ValueError, KeyError, TypeError):  # cut off mid-write: the rerun says so
             latest = None
         resumes = int(latest["metrics"]["epoch"]) + 1 if latest else 1

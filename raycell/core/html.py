@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pandas as pd
 
-REPORT_FILE = "report.html"  # every grid's report, in its results folder
 STYLE = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1200px;
        color: #222; padding: 0 1em; }

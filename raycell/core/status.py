@@ -21,12 +21,17 @@ from pathlib import Path
 from typing import Any
 
 from raycell.core.errors import RaycellError
+from raycell.core.layout import (
+    EPOCH_LOG,
+    ERROR_FILE,
+    MARKER_FILE,
+    RUNNING_FILE,
+    RUNS_DIR,
+    TRAIN_DIR,
+    TRAIN_SNAPSHOT,
+    run_dir,
+)
 
-MARKER_FILE = "raycell.json"  # in save_dir: which workload wrote it, and its results file
-ERROR_FILE = "error.txt"  # in a run's folder: why its last attempt failed
-RUNNING_FILE = "running.json"  # in save_dir while a grid runs: its pid, host and run keys
-EPOCH_LOG = "epochs.csv"  # in a run's folder: one row per epoch (core/worker.py)
-TRAIN_SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train V2's record of checkpoints
 KEY = re.compile(r"^(?P<name>.+)-(?P<key>[0-9a-f]{12})$")  # a Ray Train folder: name-key
 
 
@@ -86,7 +91,7 @@ def _running_keys(save_dir: Path) -> set[str]:
 def _last_epoch(save_dir: Path, key: str, train_dir: Path | None) -> str:
     import pandas as pd
 
-    log = save_dir / "runs" / key / EPOCH_LOG
+    log = run_dir(save_dir, key) / EPOCH_LOG
     parts = []
     if log.is_file():
         try:
@@ -119,20 +124,20 @@ def grid_status(save_dir: str | Path) -> tuple[str, list[RunStatus]]:
             runs[row["run_key"]] = RunStatus(row["run_key"], row.get("run_name", ""), "finished",
                                              done, str(row.get("mlflow_run_id", "")))
     train_dirs = {}
-    for folder in sorted((save_dir / "ray").glob("*/")):
+    for folder in sorted((save_dir / TRAIN_DIR).glob("*/")):
         if match := KEY.match(folder.name):
             train_dirs[match["key"]] = folder
             if match["key"] in runs:
                 runs[match["key"]].name = runs[match["key"]].name or match["name"]
             else:
                 runs[match["key"]] = RunStatus(match["key"], match["name"], "interrupted")
-    for folder in sorted((save_dir / "runs").glob("*/")):
+    for folder in sorted((save_dir / RUNS_DIR).glob("*/")):
         runs.setdefault(folder.name, RunStatus(folder.name, "", "interrupted"))
     running = _running_keys(save_dir)
     for run in runs.values():
         if run.state == "finished":
             continue
-        error = save_dir / "runs" / run.key / ERROR_FILE
+        error = run_dir(save_dir, run.key) / ERROR_FILE
         if error.is_file() and run.key not in running:
             run.state, run.detail = "failed", first_error_line(error.read_text())
         else:

@@ -19,7 +19,7 @@ from mlflow.entities import Metric, Param, ViewType
 from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
-from raycell.core.worker import EPOCH_LOG
+from raycell.core.layout import EPOCH_LOG
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:

@@ -1,12 +1,16 @@
 """What a Tune trial of a grid runs: one TorchTrainer fit, named by its run key.
 
 Light on purpose: every trial actor imports this module and its slice's ``trial``
-(in the slice's ``worker.py``), not the grid runner with MLflow, plots and reports
-(about 1.6 s of imports a trial on 2 cores).
+(the slice's ``trial.py``), and every TrainController this module alone, not the
+grid runner with MLflow, plots and reports nor the training code with its data
+libraries (about 1 CPU-s of imports saved in each of those processes on 2 cores).
+The training function is handed over by name for that reason: Ray pickles a function
+by reference, so its module would be imported wherever the trainer goes.
 """
 
 from __future__ import annotations
 
+import importlib
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -32,10 +36,17 @@ class _ForwardReports(UserCallback):
         self.queue.put(dict(metrics[0]))
 
 
-def fit_trainer(train_loop: Callable[[dict], None], config: dict[str, Any],
-                settings: RaySettings, checkpoints_to_keep: int | None = None):
+def _train_loop(config: dict[str, Any]) -> None:
+    """Each Ray Train worker's function: the one ``config["train_loop"]`` names."""
+    module, name = config["train_loop"].split(":")
+    getattr(importlib.import_module(module), name)(config)
+
+
+def fit_trainer(train_loop: str, config: dict[str, Any], settings: RaySettings,
+                checkpoints_to_keep: int | None = None):
     """Fit a TorchTrainer for one run, named by its run key, so that fitting it again
-    after an interruption resumes it from its last checkpoint.
+    after an interruption resumes it from its last checkpoint. ``train_loop`` names
+    the workers' function, as ``"package.module:function"``.
 
     The trainer fits in a thread while this one hands its reports to Tune. Tune's own
     bridge (TuneReportCallback) hands them over from the trial actor's main thread, and
@@ -43,8 +54,8 @@ def fit_trainer(train_loop: Callable[[dict], None], config: dict[str, Any],
     function race (Ray 2.60: a grid trial hung after its last epoch, docs/facts.md)."""
     reports = Queue(actor_options={"num_cpus": 0})
     trainer = TorchTrainer(
-        train_loop,
-        train_loop_config=config,
+        _train_loop,
+        train_loop_config={**config, "train_loop": train_loop},
         scaling_config=runtime.scaling_config(settings),
         run_config=RunConfig(
             name=config["train_name"],

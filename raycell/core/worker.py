@@ -29,11 +29,9 @@ import ray.train.torch
 import torch
 import torch.distributed as dist
 
+from raycell.core.layout import EPOCH_LOG, STATE_FILE
 from raycell.core.metrics import Progress
 from raycell.core.rows import upsert
-
-STATE_FILE = "state.pt"  # the skeleton's part of every checkpoint
-EPOCH_LOG = "epochs.csv"  # one row per epoch in the run's folder, written by rank 0
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from raycell.core.errors import RaycellError
 from raycell.core.html import Section, page, write_page
-from raycell.core.status import MARKER_FILE
+from raycell.core.layout import MARKER_FILE
 
 
 def workload_of(folder: Path) -> str:

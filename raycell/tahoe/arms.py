@@ -16,15 +16,17 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-
-import numpy as np
-from scdataset import BlockShuffling, SamplingStrategy, Streaming
+from typing import TYPE_CHECKING
 
 from raycell.core.errors import RaycellError
-from raycell.tahoe.labels import LabelSpace
-from raycell.tahoe.plates import TahoeSplit
-from raycell.tahoe.sparse import SparseBatch
-from raycell.tahoe.weights import SortedWeightedSampling, group_weights
+
+if TYPE_CHECKING:  # the registry is read by the config and CLI: no data libraries
+    import numpy as np
+    from scdataset import SamplingStrategy
+
+    from raycell.tahoe.labels import LabelSpace
+    from raycell.tahoe.plates import TahoeSplit
+    from raycell.tahoe.sparse import SparseBatch
 
 DEFAULT_BLOCK = 16  # the seed's block size for the block arms
 
@@ -45,7 +47,7 @@ class LoaderSettings:
     world: int = 1
 
 
-EpochBatches = Callable[[int], Iterator[SparseBatch]]  # epoch -> this rank's batches
+EpochBatches = Callable[[int], Iterator["SparseBatch"]]  # epoch -> this rank's batches
 
 
 class Arm(ABC):
@@ -75,6 +77,8 @@ class ScDatasetArm(Arm):
         self.sampler = sampler  # (settings, n_cells, weights) -> a scdataset strategy
 
     def sampling(self, split: TahoeSplit, s: LoaderSettings) -> SamplingStrategy:
+        from raycell.tahoe.weights import group_weights
+
         return self.sampler(s, len(split),
                             lambda: group_weights(split.codes, s.min_count_baseline))
 
@@ -97,16 +101,36 @@ class RayDataArm(Arm):
         return ray_data_epochs(split, labels, self, s)
 
 
+def _streaming(shuffle: bool):
+    def sampler(s: LoaderSettings, n: int, weights: Callable[[], np.ndarray]):
+        from scdataset import Streaming
+
+        return Streaming(shuffle=shuffle)
+
+    return sampler
+
+
+def _blocks(size: Callable[[LoaderSettings], int]):
+    def sampler(s: LoaderSettings, n: int, weights: Callable[[], np.ndarray]):
+        from scdataset import BlockShuffling
+
+        return BlockShuffling(block_size=size(s))
+
+    return sampler
+
+
 def _weighted(s: LoaderSettings, n: int, weights: Callable[[], np.ndarray]) -> SamplingStrategy:
+    from raycell.tahoe.weights import SortedWeightedSampling
+
     # scdataset's BlockWeightedSampling(replace=True, total_size=n), drawn in seconds at 93M.
     return SortedWeightedSampling(block_size=s.block_size, weights=weights())
 
 
 ARMS: dict[str, Arm] = {arm.name: arm for arm in (
-    ScDatasetArm("streaming", False, lambda s, n, w: Streaming(shuffle=False)),
-    ScDatasetArm("streaming_buffer", False, lambda s, n, w: Streaming(shuffle=True)),
-    ScDatasetArm("block_shuffling", True, lambda s, n, w: BlockShuffling(block_size=s.block_size)),
-    ScDatasetArm("random", False, lambda s, n, w: BlockShuffling(block_size=1)),
+    ScDatasetArm("streaming", False, _streaming(shuffle=False)),
+    ScDatasetArm("streaming_buffer", False, _streaming(shuffle=True)),
+    ScDatasetArm("block_shuffling", True, _blocks(lambda s: s.block_size)),
+    ScDatasetArm("random", False, _blocks(lambda s: 1)),
     ScDatasetArm("weighted_block", True, _weighted),
     ScDatasetArm("weighted_true", False, _weighted),
     RayDataArm("ray_streaming", False, shuffle_buffer=False),

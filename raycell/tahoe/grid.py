@@ -15,15 +15,15 @@ import ray
 
 from raycell.core.config import config_key, numeric_ray_settings
 from raycell.core.grid import GridRun, Workload, run_grid
+from raycell.core.layout import EPOCH_LOG
 from raycell.core.tracking import flatten
-from raycell.core.worker import EPOCH_LOG
 from raycell.tahoe.arms import get_arm
 from raycell.tahoe.config import TahoeConfig
 from raycell.tahoe.inputs import TahoeInputs
 from raycell.tahoe.plots import write_figures
 from raycell.tahoe.report import sections
 from raycell.tahoe.results import CURVE_COLUMNS, EPOCH_METRICS, summary_row
-from raycell.tahoe.worker import trial
+from raycell.tahoe.trial import trial
 
 
 def run_settings(cfg: TahoeConfig, strategy: str, seed: int) -> dict[str, Any]:

@@ -17,7 +17,6 @@ import ray
 import torch
 from scdataset import Streaming
 
-from raycell.core.trial import fit_trainer
 from raycell.core.worker import Plan, WorkerContext, all_reduce, fit
 from raycell.tahoe.arms import LoaderSettings, get_arm
 from raycell.tahoe.config import TahoeConfig
@@ -122,9 +121,3 @@ def train_loop(config: dict[str, Any]) -> None:
     plan = TahoePlan(TahoeConfig.model_validate(config["cfg"]), config["strategy"],
                      int(config["seed"]), ray.get(config["inputs"]))
     fit(plan, Path(config["run_dir"]), config["name"])
-
-
-def trial(config: dict[str, Any]) -> None:
-    """A Tune trial: fit (or resume) one TorchTrainer for one (strategy, seed)."""
-    cfg = TahoeConfig.model_validate(config["cfg"])
-    fit_trainer(train_loop, config, cfg.ray, cfg.output.checkpoints_to_keep)

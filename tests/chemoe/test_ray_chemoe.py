@@ -10,7 +10,7 @@ import torch
 from raycell.chemoe.grid import RESULT_COLUMNS, chemoe_grid
 from raycell.chemoe.inputs import prepare_inputs
 from raycell.chemoe.metrics import de_scores
-from raycell.core.html import REPORT_FILE
+from raycell.core.layout import REPORT_FILE
 from tests.conftest import CHEMOE_EPOCHS, CHEMOE_MODELS
 from tests.report_html import PNG, column, read_report
 

@@ -14,7 +14,7 @@ RAY_ALLOWED = {"core/runtime.py", "core/tracking.py", "core/grid.py", "core/tria
                "core/worker.py",
                "core/metrics.py", "core/console.py",
                "tahoe/worker.py", "tahoe/grid.py", "tahoe/raydata.py", "tahoe/bench.py",
-               "chemoe/worker.py", "chemoe/grid.py"}
+               "chemoe/worker.py", "chemoe/grid.py", "chemoe/trial.py"}
 
 
 def _imports(path: Path) -> set[str]:

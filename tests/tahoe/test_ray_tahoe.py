@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from raycell.core.html import REPORT_FILE
+from raycell.core.layout import REPORT_FILE
 from raycell.tahoe.arms import ARM_NAMES
 from raycell.tahoe.grid import tahoe_grid
 from raycell.tahoe.inputs import load_tahoe_inputs

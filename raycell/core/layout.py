@@ -1,0 +1,43 @@
+"""A results folder, as every grid writes it: the one place for the names in it.
+
+::
+
+    <save_dir>/
+      raycell.json          MARKER_FILE: which workload wrote the folder, its results file
+      running.json          RUNNING_FILE: while a grid runs, its pid, host and run keys
+      report.html           REPORT_FILE: the grid's report
+      <results file>        one row per finished run key (Tahoe: summary.csv, CheMoE:
+                            results.csv), written last: a row means the rest is there
+      runs/<key>/           RUNS_DIR: a run's own files
+        epochs.csv          EPOCH_LOG: one row per epoch, by rank 0
+        error.txt           ERROR_FILE: why its last attempt failed
+      ray/<name>-<key>/     TRAIN_DIR: its Ray Train run
+        checkpoint_manager_snapshot.json   TRAIN_SNAPSHOT: Ray Train V2's checkpoint record
+        checkpoint_*/state.pt              STATE_FILE: the worker skeleton's training state
+
+Names come from run keys, never from the clock, so the same command finds its runs again
+(``raycell/core/grid.py``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+MARKER_FILE = "raycell.json"
+RUNNING_FILE = "running.json"
+REPORT_FILE = "report.html"
+RUNS_DIR = "runs"
+EPOCH_LOG = "epochs.csv"
+ERROR_FILE = "error.txt"
+TRAIN_DIR = "ray"
+TRAIN_SNAPSHOT = "checkpoint_manager_snapshot.json"
+STATE_FILE = "state.pt"
+
+
+def run_dir(save_dir: Path, key: str) -> Path:
+    return save_dir / RUNS_DIR / key
+
+
+def train_dir(save_dir: Path, train_name: str) -> Path:
+    """A run's Ray Train folder; ``train_name`` is ``<name>-<key>``."""
+    return save_dir / TRAIN_DIR / train_name
