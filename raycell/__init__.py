@@ -7,6 +7,7 @@ The public API, what a notebook calls (the CLI calls the same functions):
 >>> summary = raycell.run_tahoe(cfg, ["block_shuffling", "random"])  # doctest: +SKIP
 >>> rows = raycell.run_chemoe(raycell.load_chemoe_config("demo"))  # doctest: +SKIP
 >>> results = raycell.load_tahoe_results("results/tahoe-demo")  # doctest: +SKIP
+>>> chemoe = raycell.load_chemoe_results("results/chemoe-demo")  # doctest: +SKIP
 
 Both validate their inputs before anything is written and raise ``RaycellError`` with
 one line naming the culprit.
@@ -25,6 +26,8 @@ from raycell.core.errors import RaycellError
 # public name -> the module that defines it
 _API = {
     "ChemoeConfig": "raycell.chemoe.config",
+    "ChemoeResults": "raycell.chemoe.results",
+    "load_chemoe_results": "raycell.chemoe.results",
     "load_chemoe_config": "raycell.chemoe.config",
     "run_chemoe": "raycell.chemoe.api",
     "TahoeConfig": "raycell.tahoe.config",
@@ -34,12 +37,14 @@ _API = {
     "load_tahoe_results": "raycell.tahoe.results",
 }
 
-__all__ = ["ChemoeConfig", "RaycellError", "TahoeConfig", "TahoeResults", "load_chemoe_config",
-           "load_tahoe_config", "load_tahoe_results", "run_chemoe", "run_tahoe"]
+__all__ = ["ChemoeConfig", "ChemoeResults", "RaycellError", "TahoeConfig", "TahoeResults",
+           "load_chemoe_config", "load_chemoe_results", "load_tahoe_config",
+           "load_tahoe_results", "run_chemoe", "run_tahoe"]
 
 if TYPE_CHECKING:
     from raycell.chemoe.api import run_chemoe
     from raycell.chemoe.config import ChemoeConfig, load_chemoe_config
+    from raycell.chemoe.results import ChemoeResults, load_chemoe_results
     from raycell.tahoe.api import run_tahoe
     from raycell.tahoe.config import TahoeConfig, load_tahoe_config
     from raycell.tahoe.results import TahoeResults, load_tahoe_results

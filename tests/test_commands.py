@@ -9,6 +9,8 @@ running cluster on the host, are in tests/core/test_resume.py."""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -61,6 +63,26 @@ def test_help_answers_for_every_command():
         with pytest.raises(SystemExit) as exited:
             run_main(*command, "--help")
         assert exited.value.code == 0, command
+
+
+def imported_by(*args: str) -> set[str]:
+    """The modules ``raycell ARGS`` imports, as ``python -X importtime`` lists them."""
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "raycell.cli", *args],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return {line.split("|")[-1].strip() for line in done.stderr.splitlines()
+            if line.startswith("import time:") and not line.endswith("package")}
+
+
+def test_help_status_and_report_import_neither_torch_nor_ray(tahoe_run, chemoe_run, tmp_path):
+    heavy = {"torch", "ray", "scdataset", "anndata", "h5py", "mlflow"}
+    assert not heavy & imported_by("--help")
+    assert not heavy & imported_by("status", str(tahoe_run[1]))
+    assert not heavy & imported_by("status", str(chemoe_run[1]))
+    report = imported_by("report", str(tahoe_run[1]), str(chemoe_run[1]),
+                         "--out", str(tmp_path / "both.html"))
+    assert not heavy & report
+    assert "matplotlib" in report  # the check sees what a command imports
 
 
 @pytest.fixture

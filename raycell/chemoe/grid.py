@@ -18,21 +18,20 @@ import ray
 
 from raycell.chemoe.config import ChemoeConfig
 from raycell.chemoe.inputs import USES_MOLECULES, ChemoeInputs, mol_encoder_of
+from raycell.chemoe.report import sections
+from raycell.chemoe.results import RESULT_COLUMNS, RESULTS_FILE, SCORES
 from raycell.chemoe.trial import trial
 from raycell.chemoe.worker import TEST_METRICS
 from raycell.core.config import config_key, numeric_ray_settings
 from raycell.core.grid import GridRun, Workload, run_grid
 from raycell.core.tracking import flatten
 
-SCORES = ("r2_top20", "r2_top40", "r2_top80", "pearson_de", "n_test", "n_scored")
-RESULT_COLUMNS = ["model", "cell_line", "fold", "mol_encoder", *SCORES, "run_key", "timestamp"]
 CURVE_METRICS = frozenset(
     ["train_loss", "train_mse", "train_aux", "epoch_seconds", "train_seconds", "samples_per_s",
      "eval_seconds",
      "val_loss", "val_r2_top20", "val_r2_top40", "val_r2_top80", "val_pearson_de",
      "test_r2_top20", "test_r2_top40", "test_r2_top80", "test_pearson_de", "test_best_epoch",
      "test_best_val_loss", "test_ridge_alpha"]
-    + [f"expert_{e}_usage" for e in range(64)]
 )
 
 
@@ -56,13 +55,7 @@ def _records(run: GridRun, folder: Path) -> dict[str, pd.DataFrame]:
     row = {k: run.tags[k] for k in ("model", "cell_line", "fold", "mol_encoder")}
     row |= {k: scores[k] for k in SCORES} | {"run_key": run.key}
     row["timestamp"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-    return {"results.csv": pd.DataFrame([row], columns=RESULT_COLUMNS)}
-
-
-def _report(save_dir: Path):
-    from raycell.chemoe.report import sections  # it imports this module's columns
-
-    return sections(save_dir)
+    return {RESULTS_FILE: pd.DataFrame([row], columns=RESULT_COLUMNS)}
 
 
 def chemoe_grid(cfg: ChemoeConfig, inputs: ChemoeInputs, restart: bool = False) -> pd.DataFrame:
@@ -77,9 +70,10 @@ def chemoe_grid(cfg: ChemoeConfig, inputs: ChemoeInputs, restart: bool = False) 
                     {"model": model, "cell_line": line, "fold": fold,
                      "mol_encoder": mol_encoder_of(model, cfg)},
                     cfg.training.epochs if model == "chemoe" else None))
-    workload = Workload(name="chemoe", results_file="results.csv", trial=trial,
-                        records=_records, metrics=CURVE_METRICS,
-                        params=flatten(cfg.model_dump()), report=_report)
+    usage = {f"expert_{e}_usage" for e in range(cfg.model.num_experts)}
+    workload = Workload(name="chemoe", results_file=RESULTS_FILE, trial=trial,
+                        records=_records, metrics=CURVE_METRICS | usage,
+                        params=flatten(cfg.model_dump()), report=sections)
 
     def shared() -> dict[str, Any]:
         return {"cfg": cfg.model_dump(), "data_dir": str(inputs.data_dir),

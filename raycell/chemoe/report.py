@@ -8,25 +8,16 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from raycell.chemoe.grid import RESULT_COLUMNS
+from raycell.chemoe.results import RESULTS_FILE, ChemoeResults, load_chemoe_results
 from raycell.core.errors import RaycellError
 from raycell.core.html import Section, figure, table, text
-from raycell.core.layout import EPOCH_LOG, run_dir
 
 METRICS = ("r2_top20", "r2_top40", "r2_top80", "pearson_de")
 MODEL_ORDER = ("chemoe", "ridge", "mean_shift", "identity")
 
 
-def load_results(save_dir: Path) -> pd.DataFrame:
-    path = save_dir / "results.csv"
-    if not path.is_file():
-        raise RaycellError(f"{save_dir} holds no CheMoE results (results.csv is missing)")
-    rows = pd.read_csv(path, dtype={"run_key": str})
-    missing = [c for c in RESULT_COLUMNS if c not in rows]
-    if missing:
-        raise RaycellError(f"{path} lacks column {missing[0]!r}")
-    if rows.empty:
-        raise RaycellError(f"{path} has no finished runs")
+def ordered(rows: pd.DataFrame) -> pd.DataFrame:
+    """Rows in the report's order: cell line, then CheMoE before the baselines."""
     order = {m: i for i, m in enumerate(MODEL_ORDER)}
     return rows.sort_values(["cell_line", "model", "fold"],
                             key=lambda c: c.map(order) if c.name == "model" else c)
@@ -58,14 +49,14 @@ def plot_models(means: pd.DataFrame):
     return fig
 
 
-def expert_usage(save_dir: Path, rows: pd.DataFrame) -> pd.DataFrame:
+def expert_usage(results: ChemoeResults) -> pd.DataFrame:
     """Each CheMoE run's share of routing per expert, at its last epoch."""
-    usage = []
+    usage, rows, curves = [], results.results, results.curves
     for _, row in rows[rows["model"] == "chemoe"].iterrows():
-        path = run_dir(save_dir, row["run_key"]) / EPOCH_LOG
-        if not path.is_file():
+        epochs = curves[curves["run_key"] == row["run_key"]]
+        if epochs.empty:
             continue
-        last = pd.read_csv(path).sort_values("epoch").iloc[-1]
+        last = epochs.sort_values("epoch").iloc[-1]
         experts = {c.split("_")[1]: last[c] for c in last.index
                    if c.startswith("expert_") and pd.notna(last[c])}
         usage.append({"run": f"{row['cell_line']}-fold{row['fold']}", **experts})
@@ -85,7 +76,10 @@ def plot_usage(usage: pd.DataFrame):
 
 
 def sections(save_dir: Path) -> list[Section]:
-    rows = load_results(save_dir)
+    results = load_chemoe_results(save_dir)
+    if results.results.empty:
+        raise RaycellError(f"{save_dir / RESULTS_FILE} has no finished runs")
+    rows = ordered(results.results)
     means = fold_means(rows)
     fmt = {m: "{:.4f}" for m in METRICS}
     out = [
@@ -101,7 +95,7 @@ def sections(save_dir: Path) -> list[Section]:
             rows[["cell_line", "fold", "model", "mol_encoder", *METRICS, "n_test", "run_key",
                   *(["mlflow_run_id"] if "mlflow_run_id" in rows else [])]], fmt)),
     ]
-    usage = expert_usage(save_dir, rows)
+    usage = expert_usage(results)
     if not usage.empty:
         out.append(Section("Expert usage", figure(plot_usage(usage), "expert usage") +
                            table(usage, {c: "{:.3f}" for c in usage.columns[1:]})))

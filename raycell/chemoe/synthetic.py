@@ -123,6 +123,6 @@ def write_pdgrapher(out_dir: str | Path, spec: PdgrapherSpec) -> Path:
 
 
 def ensure_pdgrapher(out_dir: str | Path, spec: PdgrapherSpec) -> Path:
-    """Generate once and reuse (``data.generated.ensure_generated``)."""
+    """Generate once and reuse (``core/generated.ensure_generated``)."""
     return ensure_generated(out_dir, spec, set(PdgrapherSpec.model_fields), GENERATOR_VERSION,
                             write_pdgrapher)

@@ -136,7 +136,7 @@ def fit(plan: Plan, run_dir: str | Path, name: str) -> None:
     worker = WorkerContext(rank, ctx.get_world_size(), ray.train.torch.get_device(),
                            Progress(plan.workload, name, plan.arm, rank, plan.unit))
     plan.build(worker)
-    start, train_seconds, resumed_from = 1, 0.0, 0
+    start, train_seconds = 1, 0.0
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as folder:

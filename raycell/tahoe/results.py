@@ -1,4 +1,4 @@
-"""Result rows: one per run key, written with ``locked_csv.upsert`` (locked, atomic).
+"""Result rows: one per run key, written with ``core/rows.upsert`` (locked, atomic).
 
 Re-running a config replaces its rows instead of duplicating them.
 """

@@ -233,6 +233,6 @@ def write_tahoe(out_dir: str | Path, spec: TahoeSpec) -> Path:
 
 
 def ensure_tahoe(out_dir: str | Path, spec: TahoeSpec) -> Path:
-    """Generate once and reuse (``data.generated.ensure_generated``)."""
+    """Generate once and reuse (``core/generated.ensure_generated``)."""
     return ensure_generated(out_dir, spec, set(TahoeSpec.model_fields), GENERATOR_VERSION,
                             write_tahoe)

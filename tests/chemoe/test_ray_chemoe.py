@@ -7,9 +7,10 @@ import pandas as pd
 import pytest
 import torch
 
-from raycell.chemoe.grid import RESULT_COLUMNS, chemoe_grid
+from raycell.chemoe.grid import chemoe_grid
 from raycell.chemoe.inputs import prepare_inputs
 from raycell.chemoe.metrics import de_scores
+from raycell.chemoe.results import RESULT_COLUMNS
 from raycell.core.layout import REPORT_FILE
 from tests.conftest import CHEMOE_EPOCHS, CHEMOE_MODELS
 from tests.report_html import PNG, column, read_report

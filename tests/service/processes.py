@@ -96,6 +96,9 @@ class RayHead:
     metrics_port: int
     env: dict[str, str]  # what a client of this cluster needs (auth mode and token)
     proc: subprocess.Popen
+    # Its session folder. temp_dir's session_latest names the latest cluster to use that
+    # temp dir, and a local cluster started beside this one may use it too.
+    session_dir: Path | None = None
 
     def api(self, path: str):
         """The dashboard's REST API (jobs, ...), with this cluster's token."""
@@ -138,6 +141,7 @@ def ray_head(tmp: Path, num_cpus: int = 8, env: dict[str, str] | None = None
         # there would join it).
         wait_for(lambda: (temp_dir / "ray_current_cluster").is_file(), 60,
                  "ray start's address record", proc)
+        head.session_dir = (temp_dir / "session_latest").resolve()
         yield head
     finally:
         # Ctrl-C, as for a user: `ray start --block` stops its cluster on SIGINT in about
@@ -180,8 +184,8 @@ def prometheus(head, tmp: Path, prometheus_yml: Path) -> Iterator[str]:
     yields its URL."""
     import yaml
 
-    discovery = wait_for(lambda: next(head.temp_dir.glob(
-        "session_*/prom_metrics_service_discovery.json"), None), 60, "discovery file")
+    discovery = head.session_dir / "prom_metrics_service_discovery.json"
+    wait_for(discovery.is_file, 60, "discovery file")
     config = yaml.safe_load(prometheus_yml.read_text())
     config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
     scrape = config["scrape_configs"][0]
