@@ -74,6 +74,7 @@ def imported_by(*args: str) -> set[str]:
             if line.startswith("import time:") and not line.endswith("package")}
 
 
+@pytest.mark.ray  # its folders come from runs on the session's cluster
 def test_help_status_and_report_import_neither_torch_nor_ray(tahoe_run, chemoe_run, tmp_path):
     heavy = {"torch", "ray", "scdataset", "anndata", "h5py", "mlflow"}
     assert not heavy & imported_by("--help")
