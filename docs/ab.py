@@ -13,7 +13,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from raycell.tahoe import bench  # noqa: E402
-from raycell.tahoe.config import TAHOE_SHAPED  # noqa: E402
+from raycell.tahoe.config import TAHOE_SHAPED, LoaderBenchSettings  # noqa: E402
 from raycell.tahoe.synthetic import ensure_tahoe  # noqa: E402
 
 
@@ -27,11 +27,11 @@ def parse(default_out: str) -> argparse.Namespace:
 
 
 def bench_inputs(args: argparse.Namespace, arms: tuple[str, ...], **settings):
-    """(split, labels, BenchSettings) of the loader bench's Tahoe-shaped plates, bare."""
+    """(split, labels, settings) of the loader bench's Tahoe-shaped plates, bare."""
     data = args.data or ensure_tahoe("data/bench/tahoe-shaped", TAHOE_SHAPED)  # as the bench
     split, labels = bench.load_bench_split(Path(data))
-    s = bench.BenchSettings(data=str(data), out="", arms=arms, where=("bare",),
-                            seconds=args.seconds, warmup_seconds=2.0, batch_size=64,
+    s = LoaderBenchSettings(data=str(data), out="", strategies=arms, where=("bare",),
+                            seconds=args.seconds, warmup=2.0, batch_size=64,
                             fetch_factor=256, block_size=16, num_workers=0, device="cpu",
                             threads=torch.get_num_threads(), rounds=1, **settings)
     return split, labels, s

@@ -44,7 +44,7 @@ def check_share(split, labels, fetch_rows: int = 64 * 256, repeats: int = 20) ->
 def main() -> None:
     args = parse("count_check_ab.csv")
     split, labels, s = bench_inputs(args, ("streaming", "block_shuffling", "random"),
-                                    caches=("warm",))
+                                    cache="warm")
     frame = alternate(sparse.TahoeRows, "_check_counts", lambda self, *a: None, "check",
                       split, labels, s, args.rounds)
     frame.to_csv(args.out, index=False)

@@ -8,6 +8,7 @@ The public API, what a notebook calls (the CLI calls the same functions):
 >>> rows = raycell.run_chemoe(raycell.load_chemoe_config("demo"))  # doctest: +SKIP
 >>> results = raycell.load_tahoe_results("results/tahoe-demo")  # doctest: +SKIP
 >>> chemoe = raycell.load_chemoe_results("results/chemoe-demo")  # doctest: +SKIP
+>>> bench = raycell.bench_loaders(raycell.LoaderBenchSettings(seconds=2))  # doctest: +SKIP
 
 Both validate their inputs before anything is written and raise ``RaycellError`` with
 one line naming the culprit.
@@ -25,6 +26,12 @@ from raycell.core.errors import RaycellError
 
 # public name -> the module that defines it
 _API = {
+    "ChemoeBenchSettings": "raycell.chemoe.config",
+    "bench_chemoe": "raycell.chemoe.bench",
+    "LoaderBenchSettings": "raycell.tahoe.config",
+    "bench_loaders": "raycell.tahoe.bench",
+    "TrainBenchSettings": "raycell.tahoe.config",
+    "bench_train": "raycell.tahoe.bench_train",
     "ChemoeConfig": "raycell.chemoe.config",
     "ChemoeResults": "raycell.chemoe.results",
     "load_chemoe_results": "raycell.chemoe.results",
@@ -37,16 +44,25 @@ _API = {
     "load_tahoe_results": "raycell.tahoe.results",
 }
 
-__all__ = ["ChemoeConfig", "ChemoeResults", "RaycellError", "TahoeConfig", "TahoeResults",
-           "load_chemoe_config", "load_chemoe_results", "load_tahoe_config",
-           "load_tahoe_results", "run_chemoe", "run_tahoe"]
+__all__ = ["ChemoeBenchSettings", "ChemoeConfig", "ChemoeResults", "LoaderBenchSettings",
+           "RaycellError", "TahoeConfig", "TahoeResults", "TrainBenchSettings", "bench_chemoe",
+           "bench_loaders", "bench_train", "load_chemoe_config", "load_chemoe_results",
+           "load_tahoe_config", "load_tahoe_results", "run_chemoe", "run_tahoe"]
 
 if TYPE_CHECKING:
     from raycell.chemoe.api import run_chemoe
-    from raycell.chemoe.config import ChemoeConfig, load_chemoe_config
+    from raycell.chemoe.bench import bench_chemoe
+    from raycell.chemoe.config import ChemoeBenchSettings, ChemoeConfig, load_chemoe_config
     from raycell.chemoe.results import ChemoeResults, load_chemoe_results
     from raycell.tahoe.api import run_tahoe
-    from raycell.tahoe.config import TahoeConfig, load_tahoe_config
+    from raycell.tahoe.bench import bench_loaders
+    from raycell.tahoe.bench_train import bench_train
+    from raycell.tahoe.config import (
+        LoaderBenchSettings,
+        TahoeConfig,
+        TrainBenchSettings,
+        load_tahoe_config,
+    )
     from raycell.tahoe.results import TahoeResults, load_tahoe_results
 
 

@@ -10,7 +10,8 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Any, Union, get_args, get_origin
 
 from raycell.core.errors import Interrupted, RaycellError, RunsFailed
 from raycell.core.layout import REPORT_FILE
@@ -182,50 +183,45 @@ def _data_parser(sub) -> None:
     i.set_defaults(func=_import_pdgrapher)
 
 
+def _flag_type(annotation) -> tuple[type, bool]:
+    """(the argparse type, whether the flag takes several values) of a settings field."""
+    many = get_origin(annotation) is tuple
+    if many:
+        annotation = get_args(annotation)[0]
+    if get_origin(annotation) in (Union, UnionType):  # X | None
+        annotation = next(a for a in get_args(annotation) if a is not type(None))
+    return (annotation if annotation in (int, float) else str), many
+
+
+def add_settings_flags(parser: argparse.ArgumentParser, model) -> None:
+    """A flag per field of a settings model, with the model's description and default in
+    its help. A flag not given stays None, so the model's own default applies."""
+    for name, field in model.model_fields.items():
+        kind, many = _flag_type(field.annotation)
+        default = field.default
+        shown = " ".join(map(str, default)) if isinstance(default, tuple) else default
+        help_ = " ".join(filter(None, [field.description,
+                                       None if default is None else f"(default: {shown})"]))
+        parser.add_argument(f"--{name}", type=kind, nargs="+" if many else None,
+                            help=help_ or None)
+
+
 def _bench_parser(sub) -> None:
+    from raycell.chemoe.config import ChemoeBenchSettings
+    from raycell.tahoe.config import LoaderBenchSettings, TrainBenchSettings
+
     p = sub.add_parser("bench", help="benchmarks")
     kinds = p.add_subparsers(dest="kind", required=True, parser_class=Parser)
-    b = kinds.add_parser("loaders", help="loader throughput against batch diversity")
-    b.add_argument("--data", help="plate directory (default: Tahoe-shaped data, made once)")
-    b.add_argument("--seconds", type=float, default=10.0, help="measured seconds per arm")
-    b.add_argument("--warmup", type=float, default=3.0, help="warm-up seconds per arm")
-    b.add_argument("--rounds", type=int, default=2, help="rounds over all arms; the best counts")
-    b.add_argument("--batch_size", type=int, default=64)
-    b.add_argument("--fetch_factor", type=int, default=256)
-    b.add_argument("--block_size", type=int, default=16)
-    b.add_argument("--num_workers", type=int, default=0, help="DataLoader workers (scDataset)")
-    b.add_argument("--strategies", nargs="+", metavar="NAME", help="arms to measure (default: all)")
-    b.add_argument("--where", nargs="+", choices=("bare", "ray_train"),
-                   default=["bare", "ray_train"])
-    b.add_argument("--device", default="cpu", help="the consumer's device: cpu | cuda")
-    b.add_argument("--cache", default="both", help="cold (plates evicted from the page cache "
-                   "before every arm) | warm (plates read once before every arm) | both")
-    b.add_argument("--consumer", help="what the consumer makes of a batch: sparse (CsrRows) | "
-                   "dense; default: what training uses on --device (sparse on cpu, dense on cuda)")
-    b.add_argument("--out", default="results/bench")
-    b.set_defaults(func=_run_bench)
-    c = kinds.add_parser("chemoe", help="CheMoE training samples/s against the dense reference")
-    c.add_argument("--genes", type=int, default=1_000, help="10716: PDGrapher's full width")
-    c.add_argument("--batch_size", type=int, default=64)
-    c.add_argument("--mol_dim", type=int, default=2304, help="2304 KPGT, 1024 Morgan")
-    c.add_argument("--num_experts", type=int, default=4)
-    c.add_argument("--top_k", type=int, default=2)
-    c.add_argument("--embed_dim", type=int, default=128)
-    c.add_argument("--hidden_dim", type=int, default=256)
-    c.add_argument("--seconds", type=float, default=10.0, help="measured seconds per round")
-    c.add_argument("--rounds", type=int, default=2)
-    c.add_argument("--device", default="cpu", help="cpu | cuda (bf16 autocast)")
-    c.add_argument("--out", default="results/bench")
-    c.set_defaults(func=_run_bench_chemoe)
-    t = kinds.add_parser("train", help="Tahoe training cells/s: dense input against sparse")
-    t.add_argument("--genes", type=int, default=62_710, help="62710: Tahoe's width")
-    t.add_argument("--batch_size", type=int, default=64)
-    t.add_argument("--nnz_per_cell", type=int, default=1_400, help="Tahoe: ~1,400")
-    t.add_argument("--seconds", type=float, default=10.0, help="measured seconds per round")
-    t.add_argument("--rounds", type=int, default=2)
-    t.add_argument("--device", default="cpu", help="cpu | cuda")
-    t.add_argument("--out", default="results/bench")
-    t.set_defaults(func=_run_bench_train)
+    for name, model, help_, func in (
+            ("loaders", LoaderBenchSettings, "loader throughput against batch diversity",
+             _run_bench),
+            ("chemoe", ChemoeBenchSettings, "CheMoE training samples/s against the dense "
+             "reference", _run_bench_chemoe),
+            ("train", TrainBenchSettings, "Tahoe training cells/s: dense input against sparse",
+             _run_bench_train)):
+        b = kinds.add_parser(name, help=help_)
+        add_settings_flags(b, model)
+        b.set_defaults(func=func, settings=model)
 
 
 def build_parser() -> Parser:
@@ -303,43 +299,19 @@ def _run_tahoe(args: argparse.Namespace) -> None:
     print(f"report: {save_dir / REPORT_FILE}")
 
 
+def _settings(args: argparse.Namespace):
+    """The subcommand's settings model from the flags given."""
+    from raycell.core.config import from_flags
+
+    return from_flags(args.settings, {k: getattr(args, k) for k in args.settings.model_fields})
+
+
 def _run_bench(args: argparse.Namespace) -> None:
-    from raycell.tahoe.bench import BENCH_ARMS, CACHES, CONSUMERS, check_arms, check_choice
+    settings = _settings(args)
+    from raycell.tahoe.bench import bench_loaders, ratios
 
-    arms = check_arms(args.strategies or list(BENCH_ARMS))
-    cache = check_choice("cache", args.cache, (*CACHES, "both"))
-    caches = CACHES if cache == "both" else (cache,)
-    consumer = args.consumer or ("sparse" if args.device == "cpu" else "dense")
-    check_choice("consumer", consumer, CONSUMERS)
-    for flag in ("seconds", "rounds", "batch_size", "fetch_factor", "block_size"):
-        if getattr(args, flag) <= 0:
-            raise RaycellError(f"--{flag} must be positive")
-    if args.num_workers < 0 or args.warmup < 0:
-        raise RaycellError("--num_workers and --warmup must not be negative")
-    _check_device(args.device)
-    if args.data is None:
-        from raycell.tahoe.config import TAHOE_SHAPED
-        from raycell.tahoe.synthetic import ensure_tahoe
-
-        print("bench: Tahoe-shaped data in data/bench/tahoe-shaped (made once)", flush=True)
-        data = ensure_tahoe("data/bench/tahoe-shaped", TAHOE_SHAPED)
-    else:
-        data = Path(args.data).expanduser().resolve()
-    import torch
-
-    from raycell.tahoe.bench import BenchSettings, best_rounds, ratios, run_bench
-    from raycell.tahoe.plots import plot_bench
-
-    out = Path(args.out).expanduser().resolve()
-    settings = BenchSettings(
-        data=str(data), out=str(out), arms=arms, where=tuple(dict.fromkeys(args.where)),
-        seconds=args.seconds, warmup_seconds=args.warmup, batch_size=args.batch_size,
-        fetch_factor=args.fetch_factor, block_size=args.block_size,
-        num_workers=args.num_workers, device=args.device, threads=torch.get_num_threads(),
-        caches=caches, consumer=consumer, rounds=args.rounds,
-    )
-    frame = run_bench(settings)
-    plot_bench(best_rounds(frame), out / "bench.png")
+    frame = bench_loaders(settings)
+    out = Path(settings.out).expanduser().resolve()
     print(f"\nwrote {out / 'bench.csv'} and {out / 'bench.png'}")
     for name, value in ratios(frame).items():
         print(f"  {name:<52} {value:8.3f}")
@@ -347,15 +319,9 @@ def _run_bench(args: argparse.Namespace) -> None:
 
 def _spec_from_flags(model, base, args: argparse.Namespace):
     """A generator spec: ``base`` with the flags given; a bad value is one line naming its flag."""
-    from pydantic import ValidationError
+    from raycell.core.config import from_flags
 
-    given = {k: getattr(args, k) for k in model.model_fields if getattr(args, k, None) is not None}
-    try:
-        return model(**{**base.model_dump(), **given})
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = f"--{first['loc'][0]}: " if first["loc"] else ""
-        raise RaycellError(where + first["msg"].removeprefix("Value error, ")) from None
+    return from_flags(model, {k: getattr(args, k, None) for k in model.model_fields}, base)
 
 
 def _run_chemoe(args: argparse.Namespace) -> None:
@@ -389,45 +355,20 @@ def _import_pdgrapher(args: argparse.Namespace) -> None:
 
 
 def _run_bench_chemoe(args: argparse.Namespace) -> None:
-    for flag in ("genes", "batch_size", "mol_dim", "num_experts", "top_k", "embed_dim",
-                 "hidden_dim", "seconds", "rounds"):
-        if getattr(args, flag) <= 0:
-            raise RaycellError(f"--{flag} must be positive")
-    if args.top_k > args.num_experts:
-        raise RaycellError(f"--top_k {args.top_k} exceeds --num_experts {args.num_experts}")
-    _check_device(args.device)
-    from raycell.chemoe.bench import run_chemoe_bench, speedup
+    settings = _settings(args)
+    from raycell.chemoe.bench import bench_chemoe, speedup
 
-    out = Path(args.out).expanduser().resolve()
-    frame = run_chemoe_bench(args.genes, args.batch_size, args.mol_dim, args.num_experts,
-                             args.top_k, args.embed_dim, args.hidden_dim, args.device,
-                             args.seconds, args.rounds, out)
-    print(f"\nwrote {out / 'bench_chemoe.csv'}")
+    frame = bench_chemoe(settings)
+    print(f"\nwrote {Path(settings.out).expanduser().resolve() / 'bench_chemoe.csv'}")
     print(f"  raycell / dense reference, training samples/s: {speedup(frame):.2f}x")
 
 
-def _check_device(device: str) -> None:
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise RaycellError(f"--device {device!r}: use cpu or cuda")
-    import torch
-
-    if device != "cpu" and not torch.cuda.is_available():
-        raise RaycellError(f"--device {device}: CUDA is not available on this machine")
-
-
 def _run_bench_train(args: argparse.Namespace) -> None:
-    for flag in ("genes", "batch_size", "nnz_per_cell", "seconds", "rounds"):
-        if getattr(args, flag) <= 0:
-            raise RaycellError(f"--{flag} must be positive")
-    if args.nnz_per_cell > args.genes // 2:
-        raise RaycellError(f"--nnz_per_cell {args.nnz_per_cell} must be at most --genes / 2")
-    _check_device(args.device)
-    from raycell.tahoe.bench_train import run_train_bench, sparse_speedup
+    settings = _settings(args)
+    from raycell.tahoe.bench_train import bench_train, sparse_speedup
 
-    out = Path(args.out).expanduser().resolve()
-    frame = run_train_bench(args.genes, args.batch_size, args.nnz_per_cell, args.device,
-                            args.seconds, args.rounds, out)
-    print(f"\nwrote {out / 'train.csv'}")
+    frame = bench_train(settings)
+    print(f"\nwrote {Path(settings.out).expanduser().resolve() / 'train.csv'}")
     print(f"  sparse / dense input, training cells/s: {sparse_speedup(frame):.2f}x")
 
 

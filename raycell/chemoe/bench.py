@@ -17,7 +17,9 @@ import pandas as pd
 import torch
 from torch.nn import functional as F
 
+from raycell.chemoe.config import ChemoeBenchSettings
 from raycell.chemoe.model import CheMoE, dense_forward
+from raycell.core.config import require_device
 
 IMPLEMENTATIONS = ("raycell", "dense_reference")
 
@@ -81,8 +83,30 @@ def run_chemoe_bench(genes: int, batch: int, mol_dim: int, num_experts: int, top
                   f"({rows[-1]['ms_per_step']:.1f} ms a step)", flush=True)
     frame = pd.DataFrame(rows)
     out.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(out / "bench_chemoe.csv", index=False)
+    tmp = out / "bench_chemoe.csv.tmp"
+    frame.to_csv(tmp, index=False)
+    tmp.replace(out / "bench_chemoe.csv")  # whole or not at all, as every writer here
     return frame
+
+
+def bench_chemoe(settings: ChemoeBenchSettings | None = None) -> pd.DataFrame:
+    """CheMoE training samples/s, raycell's sparse dispatch against the dense reference.
+
+    Parameters
+    ----------
+    settings : ChemoeBenchSettings, optional
+        What ``raycell bench chemoe`` takes as flags.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per (implementation, round), as written to ``<out>/bench_chemoe.csv``.
+    """
+    s = settings or ChemoeBenchSettings()
+    require_device(s.device)
+    return run_chemoe_bench(s.genes, s.batch_size, s.mol_dim, s.num_experts, s.top_k,
+                            s.embed_dim, s.hidden_dim, s.device, s.seconds, s.rounds,
+                            Path(s.out).expanduser().resolve())
 
 
 def speedup(frame: pd.DataFrame) -> float:

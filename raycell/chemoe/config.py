@@ -6,7 +6,14 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from raycell.core.config import OutputSettings, RaySettings, Seed, Strict, load_config
+from raycell.core.config import (
+    Device,
+    OutputSettings,
+    RaySettings,
+    Seed,
+    Strict,
+    load_config,
+)
 
 # PDGrapher's nine chemical cell lines; the order fixes the cell-line embedding index.
 PDGRAPHER_CELL_LINES = ("A375", "A549", "BT20", "HELA", "HT29", "MCF7", "MDAMB231", "PC3", "VCAP")
@@ -142,3 +149,25 @@ def load_chemoe_config(name_or_path: str,
         an unreadable file, naming the key or file.
     """
     return load_config(ChemoeConfig, "chemoe", name_or_path, overrides)
+
+
+class ChemoeBenchSettings(Strict):
+    """``raycell bench chemoe`` (``raycell.bench_chemoe``); each field is its flag."""
+
+    genes: int = Field(1_000, gt=0, description="10716: PDGrapher's full width")
+    batch_size: int = Field(64, gt=0)
+    mol_dim: int = Field(2304, gt=0, description="2304 KPGT, 1024 Morgan")
+    num_experts: int = Field(4, gt=0)
+    top_k: int = Field(2, gt=0)
+    embed_dim: int = Field(128, gt=0)
+    hidden_dim: int = Field(256, gt=0)
+    seconds: float = Field(10.0, gt=0, description="measured seconds per round")
+    rounds: int = Field(2, gt=0)
+    device: Device = Field("cpu", description="cpu | cuda (bf16 autocast)")
+    out: str = "results/bench"
+
+    @model_validator(mode="after")
+    def _top_k_fits(self) -> ChemoeBenchSettings:
+        if self.top_k > self.num_experts:
+            raise ValueError(f"--top_k {self.top_k} exceeds --num_experts {self.num_experts}")
+        return self

@@ -11,15 +11,33 @@ import hashlib
 import json
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from raycell.core.errors import RaycellError
 
 # A random seed as numpy takes it (np.random.seed: 0 <= seed < 2**32), refused at load.
 Seed = Annotated[int, Field(ge=0, lt=2**32)]
+
+
+def _device_name(device: str) -> str:
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise ValueError(f"{device!r}: use cpu or cuda")
+    return device
+
+
+# A torch device a benchmark runs on; whether CUDA is there is asked when it runs.
+Device = Annotated[str, AfterValidator(_device_name)]
+
+
+def require_device(device: str) -> None:
+    """Refuse a CUDA device on a machine without CUDA (imports torch)."""
+    import torch
+
+    if device != "cpu" and not torch.cuda.is_available():
+        raise RaycellError(f"--device {device}: CUDA is not available on this machine")
 
 
 class Strict(BaseModel):
@@ -53,6 +71,41 @@ def _format_error(err: ValidationError, source: str) -> str:
         return f"{source}: unknown config key '{key}'"
     msg = first["msg"].removeprefix("Value error, ")
     return f"{source}: {key}: {msg}" if key else f"{source}: {msg}"
+
+
+ConfigT = TypeVar("ConfigT", bound=Strict)
+
+
+def _flag_error(model: type[Strict], err: ValidationError) -> str:
+    """One line naming the flag: settings' fields are named as their flags."""
+    first = err.errors()[0]
+    if not first["loc"]:  # a rule across fields: its message names them
+        return first["msg"].removeprefix("Value error, ")
+    name = str(first["loc"][0])
+    flag, limits = f"--{name}", first.get("ctx", {})
+    if first["type"] == "greater_than" and limits.get("gt") == 0:
+        return f"{flag} must be positive"
+    if first["type"] == "greater_than_equal" and limits.get("ge") == 0:
+        return f"{flag} must not be negative"
+    if first["type"] == "literal_error":
+        annotation = model.model_fields[name].annotation
+        choices = next(get_args(a) for a in [annotation, *get_args(annotation)]
+                       if get_origin(a) is Literal)
+        return f"{flag} {first['input']!r}: use {' | '.join(choices)}"
+    message = first["msg"].removeprefix("Value error, ")
+    return f"{flag} {message}" if message.startswith("'") else f"{flag}: {message}"
+
+
+def from_flags(model: type[ConfigT], given: dict[str, Any], base: ConfigT | None = None
+               ) -> ConfigT:
+    """A command's settings: ``base`` (or the model's defaults) with the flags ``given``
+    (those not None); a bad value is one line naming its flag."""
+    values = base.model_dump() if base is not None else {}
+    values |= {k: v for k, v in given.items() if v is not None}
+    try:
+        return model.model_validate(values)
+    except ValidationError as err:
+        raise RaycellError(_flag_error(model, err)) from None
 
 
 def packaged_config_path(name: str, workload: str) -> Path:
@@ -90,9 +143,6 @@ def set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
         if not isinstance(node, dict):
             raise RaycellError(f"config key {dotted!r}: {part!r} is not a section")
     node[leaf] = value
-
-
-ConfigT = TypeVar("ConfigT", bound=Strict)
 
 
 def load_config(model: type[ConfigT], workload: str, name_or_path: str,

@@ -29,7 +29,6 @@ import json
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -38,59 +37,20 @@ import scipy.sparse as sp
 import torch
 
 from raycell.core import page_cache
-from raycell.core.errors import RaycellError
 from raycell.tahoe import references
-from raycell.tahoe.arms import ARM_NAMES, ARMS, LoaderSettings
-from raycell.tahoe.config import WeightSettings
+from raycell.tahoe.arms import ARMS, LoaderSettings
+from raycell.tahoe.config import LoaderBenchSettings, WeightSettings
 from raycell.tahoe.inputs import build_labels
 from raycell.tahoe.labels import LabelSpace
 from raycell.tahoe.plates import TahoeSplit, find_drug_table, find_plates, read_split
 from raycell.tahoe.sparse import SparseBatch, TahoeRows
 
-REFERENCES = ("per_row_backed", "seed_anncollection", "sequential_limit", "storage_limit")
-BENCH_ARMS = ARM_NAMES + REFERENCES
-WHERE = ("bare", "ray_train")
-CACHES = ("cold", "warm")
-CONSUMERS = ("sparse", "dense")
 BENCH_COLUMNS = [
     "arm", "kind", "where", "cache", "consumer", "round", "cells_per_s", "drug_entropy",
     "plate_entropy", "cells", "batches", "seconds", "resident_before", "batch_size",
     "fetch_factor", "block_size", "num_workers", "threads", "device", "n_cells", "n_genes",
     "nnz_per_cell",
 ]
-
-
-@dataclass(frozen=True)
-class BenchSettings:
-    data: str  # absolute plate directory
-    out: str  # absolute output directory
-    arms: tuple[str, ...]
-    where: tuple[str, ...]
-    seconds: float
-    warmup_seconds: float
-    batch_size: int
-    fetch_factor: int
-    block_size: int
-    num_workers: int
-    device: str
-    threads: int
-    caches: tuple[str, ...] = CACHES
-    consumer: str = "sparse"
-    rounds: int = 2
-    seed: int = 0
-
-
-def check_choice(flag: str, value: str, known: tuple[str, ...]) -> str:
-    if value not in known:
-        raise RaycellError(f"--{flag} {value!r}: use {' | '.join(known)}")
-    return value
-
-
-def check_arms(names: list[str]) -> tuple[str, ...]:
-    unknown = [n for n in names if n not in BENCH_ARMS]
-    if unknown:
-        raise RaycellError(f"unknown strategy {unknown[0]!r} (known: {', '.join(BENCH_ARMS)})")
-    return tuple(dict.fromkeys(names))
 
 
 def arm_kind(arm: str) -> str:
@@ -114,7 +74,7 @@ def entropy_bits(codes: np.ndarray) -> float:
 HostBatches = Iterator[tuple[sp.csr_array | None, np.ndarray]]
 
 
-def arm_batches(arm: str, split: TahoeSplit, labels: LabelSpace, s: BenchSettings
+def arm_batches(arm: str, split: TahoeSplit, labels: LabelSpace, s: LoaderBenchSettings
                 ) -> HostBatches:
     """Endless host batches (CSR rows, split rows) of one arm, epoch after epoch.
 
@@ -153,7 +113,7 @@ def consume(x: sp.csr_array | None, consumer: str, device: torch.device) -> None
         torch.cuda.synchronize()
 
 
-def measure(batches: HostBatches, drug: np.ndarray, plate: np.ndarray, s: BenchSettings,
+def measure(batches: HostBatches, drug: np.ndarray, plate: np.ndarray, s: LoaderBenchSettings,
             cold_files: list[str] | None = None) -> dict[str, float]:
     """Warm up, then count cells for ``s.seconds``; diversity over the measured batches.
 
@@ -163,10 +123,10 @@ def measure(batches: HostBatches, drug: np.ndarray, plate: np.ndarray, s: BenchS
     """
     device = torch.device(s.device)
     started, taken = time.perf_counter(), 0
-    for x, _ in batches:  # warm-up: at least one batch, then until warmup_seconds have passed
+    for x, _ in batches:  # warm-up: at least one batch, then until --warmup seconds have passed
         consume(x, s.consumer, device)
         taken += 1
-        if time.perf_counter() - started >= s.warmup_seconds:
+        if time.perf_counter() - started >= s.warmup:
             break
     if cold_files:
         page_cache.evict(cold_files)
@@ -188,14 +148,14 @@ def measure(batches: HostBatches, drug: np.ndarray, plate: np.ndarray, s: BenchS
             "batches": len(drug_h), "seconds": elapsed}
 
 
-def measure_arms(split: TahoeSplit, labels: LabelSpace, s: BenchSettings, where: str,
+def measure_arms(split: TahoeSplit, labels: LabelSpace, s: LoaderBenchSettings, where: str,
                  progress=None) -> list[dict]:
     drug = split.codes[:, 1]
     plate = np.repeat(np.arange(len(split.plates)), [p.n_rows for p in split.plates])
     files = list(dict.fromkeys(p.path for p in split.plates))
     rows = []
     for round_ in range(1, s.rounds + 1):
-        for arm in s.arms:
+        for arm in s.strategies:
             for cache in s.caches:
                 if cache == "cold":
                     resident = page_cache.evict_settled(files)
@@ -219,7 +179,7 @@ def _train_worker(config: dict) -> None:
     import ray
     import ray.train
 
-    s = BenchSettings(**config["settings"])
+    s = LoaderBenchSettings.model_validate(config["settings"])
     torch.set_num_threads(s.threads)
     split, labels = ray.get(config["inputs"])
     rows = measure_arms(split, labels, s, "ray_train",
@@ -227,7 +187,7 @@ def _train_worker(config: dict) -> None:
     Path(config["result"]).write_text(json.dumps(rows))
 
 
-def _in_ray_train(split: TahoeSplit, labels: LabelSpace, s: BenchSettings) -> list[dict]:
+def _in_ray_train(split: TahoeSplit, labels: LabelSpace, s: LoaderBenchSettings) -> list[dict]:
     import ray
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -236,7 +196,7 @@ def _in_ray_train(split: TahoeSplit, labels: LabelSpace, s: BenchSettings) -> li
     result.unlink(missing_ok=True)
     trainer = TorchTrainer(
         _train_worker,
-        train_loop_config={"settings": asdict(s), "inputs": ray.put((split, labels)),
+        train_loop_config={"settings": s.model_dump(), "inputs": ray.put((split, labels)),
                            "result": str(result)},
         scaling_config=ScalingConfig(num_workers=1, resources_per_worker={"CPU": s.threads}),
         run_config=RunConfig(name=f"bench-{time.strftime('%Y%m%d-%H%M%S')}",
@@ -252,18 +212,53 @@ def _progress_line(row: dict) -> str:
             f"  plate H {row['plate_entropy']:.2f} bits")
 
 
-def run_bench(s: BenchSettings) -> pd.DataFrame:
+def bench_loaders(settings: LoaderBenchSettings | None = None) -> pd.DataFrame:
+    """Measure every strategy's throughput and batch diversity.
+
+    Parameters
+    ----------
+    settings : LoaderBenchSettings, optional
+        What ``raycell bench loaders`` takes as flags; the defaults measure every
+        strategy and reference loader on Tahoe-shaped data (made once, 2.2 GB).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per (strategy, place, cache, round), as written to ``<out>/bench.csv``
+        beside ``bench.png``.
+    """
+    from raycell.core.config import require_device
+    from raycell.tahoe.plots import plot_bench
+
+    s = settings or LoaderBenchSettings()
+    require_device(s.device)
+    if s.data is None:
+        from raycell.tahoe.config import TAHOE_SHAPED
+        from raycell.tahoe.synthetic import ensure_tahoe
+
+        print("bench: Tahoe-shaped data in data/bench/tahoe-shaped (made once)", flush=True)
+        data = ensure_tahoe("data/bench/tahoe-shaped", TAHOE_SHAPED)
+    else:
+        data = Path(s.data).expanduser().resolve()
+    s = s.model_copy(update={"data": str(data), "out": str(Path(s.out).expanduser().resolve()),
+                             "threads": s.threads or torch.get_num_threads()})
+    frame = run_bench(s)
+    plot_bench(best_rounds(frame), Path(s.out) / "bench.png")
+    return frame
+
+
+def run_bench(s: LoaderBenchSettings) -> pd.DataFrame:
     split, labels = load_bench_split(Path(s.data))
     out = Path(s.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(s.threads)
     nnz = sum(int(p.indptr[-1] - p.indptr[0]) for p in split.plates)
     print(f"bench: {len(split):,} cells x {split.n_vars:,} genes ({nnz / len(split):,.0f} "
-          f"non-zeros a cell), batch {s.batch_size}, {len(s.arms)} arms x {list(s.where)} x "
-          f"{list(s.caches)} cache, {s.consumer} batches at the consumer, {s.seconds:g} s "
-          f"each after {s.warmup_seconds:g} s warm-up", flush=True)
+          f"non-zeros a cell), batch {s.batch_size}, {len(s.strategies)} strategies x "
+          f"{list(s.where)} x {list(s.caches)} cache, {s.consumer} batches at the consumer, "
+          f"{s.seconds:g} s each after {s.warmup:g} s warm-up", flush=True)
     rows = []
-    if "ray_train" in s.where or any(arm_kind(arm) == "ray_data" for arm in s.arms):
+    if "ray_train" in s.where or any(arm_kind(arm) == "ray_data" for arm in s.strategies):
         from ray.data import DataContext
 
         from raycell.core.config import RaySettings

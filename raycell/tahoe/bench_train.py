@@ -24,6 +24,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from raycell.core.config import require_device
+from raycell.tahoe.config import TrainBenchSettings
 from raycell.tahoe.model import MultiTaskLinear
 from raycell.tahoe.sparse import SparseBatch
 from raycell.tahoe.synthetic import count_rows
@@ -117,6 +119,26 @@ def run_train_bench(genes: int, batch_size: int, nnz_per_cell: int, device: str,
     frame.to_csv(tmp, index=False)
     tmp.replace(out / "train.csv")
     return frame
+
+
+def bench_train(settings: TrainBenchSettings | None = None) -> pd.DataFrame:
+    """Tahoe training cells/s of one step of the 4-task model, dense input against sparse.
+
+    Parameters
+    ----------
+    settings : TrainBenchSettings, optional
+        What ``raycell bench train`` takes as flags.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per (input, round), with each stage's milliseconds, as written to
+        ``<out>/train.csv``.
+    """
+    s = settings or TrainBenchSettings()
+    require_device(s.device)
+    return run_train_bench(s.genes, s.batch_size, s.nnz_per_cell, s.device, s.seconds,
+                           s.rounds, Path(s.out).expanduser().resolve())
 
 
 def sparse_speedup(frame: pd.DataFrame) -> float:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from raycell.core.config import OutputSettings, RaySettings, Seed, Strict, load_config
+from raycell.core.config import Device, OutputSettings, RaySettings, Seed, Strict, load_config
+from raycell.core.errors import RaycellError
 from raycell.tahoe.arms import ARM_NAMES, ARMS, DEFAULT_BLOCK
 
 
@@ -164,3 +165,84 @@ def load_tahoe_config(name_or_path: str, overrides: dict[str, Any] | None = None
         An unknown key, a bad value or an unreadable file, naming the key or file.
     """
     return load_config(TahoeConfig, "tahoe", name_or_path, overrides)
+
+
+# The loader bench's reference loaders beside the registry's strategies: what the seed
+# ran (AnnCollection), what per-row reads cost, and what in-order reads and the bytes
+# themselves allow (raycell/tahoe/references.py).
+REFERENCE_LOADERS = ("per_row_backed", "seed_anncollection", "sequential_limit", "storage_limit")
+BENCH_STRATEGIES = ARM_NAMES + REFERENCE_LOADERS
+
+
+def check_bench_strategies(names) -> tuple[str, ...]:
+    unknown = [n for n in names if n not in BENCH_STRATEGIES]
+    if unknown:
+        raise RaycellError(f"unknown strategy {unknown[0]!r} (known: "
+                           f"{', '.join(BENCH_STRATEGIES)})")
+    return tuple(dict.fromkeys(names))
+
+
+class LoaderBenchSettings(Strict):
+    """``raycell bench loaders`` (``raycell.bench_loaders``); each field is its flag."""
+
+    data: str | None = Field(None, description="plate directory (default: Tahoe-shaped "
+                                                "data in data/bench/tahoe-shaped, made once)")
+    strategies: tuple[str, ...] = Field(BENCH_STRATEGIES, description="what to measure: "
+                                        "strategies and reference loaders")
+    where: tuple[Literal["bare", "ray_train"], ...] = Field(
+        ("bare", "ray_train"), description="in this process, in a Ray Train worker, or both")
+    seconds: float = Field(10.0, gt=0, description="measured seconds per strategy")
+    warmup: float = Field(3.0, ge=0, description="warm-up seconds per strategy")
+    rounds: int = Field(2, gt=0, description="rounds over all strategies; the best counts")
+    batch_size: int = Field(64, gt=0)
+    fetch_factor: int = Field(256, gt=0)
+    block_size: int = Field(16, gt=0)
+    num_workers: int = Field(0, ge=0, description="DataLoader workers (scDataset)")
+    device: Device = Field("cpu", description="the consumer's device: cpu | cuda")
+    cache: Literal["cold", "warm", "both"] = Field(
+        "both", description="cold (plates evicted from the page cache before every "
+        "strategy) | warm (plates read once before every strategy) | both")
+    consumer: Literal["sparse", "dense"] | None = Field(
+        None, description="what the consumer makes of a batch: sparse (CsrRows) | dense; "
+        "default: what training uses on --device (sparse on cpu, dense on cuda)")
+    threads: int | None = Field(None, ge=1, description="torch threads (default: torch's)")
+    seed: Seed = 0
+    out: str = "results/bench"
+
+    @field_validator("strategies")
+    @classmethod
+    def _known(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        return check_bench_strategies(names)
+
+    @field_validator("where")
+    @classmethod
+    def _once_each(cls, where: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(where))
+
+    @model_validator(mode="after")
+    def _consumer_of_the_device(self) -> LoaderBenchSettings:
+        if self.consumer is None:
+            self.consumer = "sparse" if self.device == "cpu" else "dense"
+        return self
+
+    @property
+    def caches(self) -> tuple[str, ...]:
+        return ("cold", "warm") if self.cache == "both" else (self.cache,)
+
+
+class TrainBenchSettings(Strict):
+    """``raycell bench train`` (``raycell.bench_train``); each field is its flag."""
+
+    genes: int = Field(62_710, gt=0, description="62710: Tahoe's width")
+    batch_size: int = Field(64, gt=0)
+    nnz_per_cell: int = Field(1_400, gt=0, description="Tahoe: ~1,400")
+    seconds: float = Field(10.0, gt=0, description="measured seconds per round")
+    rounds: int = Field(2, gt=0)
+    device: Device = Field("cpu", description="cpu | cuda")
+    out: str = "results/bench"
+
+    @model_validator(mode="after")
+    def _nnz_fits(self) -> TrainBenchSettings:
+        if self.nnz_per_cell > self.genes // 2:
+            raise ValueError(f"--nnz_per_cell {self.nnz_per_cell} must be at most --genes / 2")
+        return self

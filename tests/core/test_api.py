@@ -9,7 +9,9 @@ from raycell import RaycellError
 
 
 def test_the_public_api_names():
-    for name in ("run_tahoe", "run_chemoe", "load_tahoe_config", "load_chemoe_config"):
+    for name in ("run_tahoe", "run_chemoe", "load_tahoe_config", "load_chemoe_config",
+                 "load_tahoe_results", "load_chemoe_results", "bench_loaders", "bench_train",
+                 "bench_chemoe"):
         assert callable(getattr(raycell, name))
         assert "Parameters" in getattr(raycell, name).__doc__  # numpy-style docstrings
 

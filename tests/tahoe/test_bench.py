@@ -8,7 +8,8 @@ import scipy.sparse as sp
 from scipy.stats import entropy
 
 from raycell.core.errors import RaycellError
-from raycell.tahoe.bench import BENCH_ARMS, BENCH_COLUMNS, check_arms, entropy_bits
+from raycell.tahoe.bench import BENCH_COLUMNS, entropy_bits
+from raycell.tahoe.config import BENCH_STRATEGIES, check_bench_strategies
 from tests.conftest import joined, run_cli, run_main
 from tests.tahoe.test_cli_errors import copy_plates, plate
 
@@ -22,8 +23,8 @@ def test_entropy_matches_scipy():
 
 def test_unknown_arm_is_named():
     with pytest.raises(RaycellError, match="unknown strategy 'blocks'"):
-        check_arms(["block_shuffling", "blocks"])
-    assert check_arms(["random", "random"]) == ("random",)
+        check_bench_strategies(["block_shuffling", "blocks"])
+    assert check_bench_strategies(["random", "random"]) == ("random",)
 
 
 ARMS_SHORT = ["streaming", "random", "block_shuffling", "ray_buffer", "per_row_backed",
@@ -71,7 +72,7 @@ def on_tmpfs(path) -> bool:
 def test_every_registry_strategy_is_a_bench_arm():
     from raycell.tahoe.arms import ARM_NAMES
 
-    assert set(ARM_NAMES) < set(BENCH_ARMS) and len(BENCH_ARMS) == len(ARM_NAMES) + 4
+    assert set(ARM_NAMES) < set(BENCH_STRATEGIES) and len(BENCH_STRATEGIES) == len(ARM_NAMES) + 4
 
 
 def _no_plates(root):
@@ -110,7 +111,8 @@ def test_unknown_strategy_in_the_list_is_one_line_and_exit_code_2(tmp_path):
 @pytest.mark.parametrize("args, expected", [
     (["--seconds", "0"], "--seconds must be positive"),
     (["--rounds", "0"], "--rounds must be positive"),
-    (["--num_workers", "-1"], "--num_workers and --warmup must not be negative"),
+    (["--num_workers", "-1"], "--num_workers must not be negative"),
+    (["--warmup", "-1"], "--warmup must not be negative"),
     (["--device", "tpu"], "--device 'tpu': use cpu or cuda"),
     (["--cache", "lukewarm"], "--cache 'lukewarm': use cold | warm | both"),
     (["--consumer", "csr"], "--consumer 'csr': use sparse | dense"),
