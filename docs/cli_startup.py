@@ -25,11 +25,12 @@ HEAVY = ("torch", "ray", "scdataset", "anndata", "h5py", "mlflow", "pandas", "ma
 
 
 def run(tree: Path, args: list[str], importtime: bool = False) -> tuple[float, set[str]]:
+    # From a folder of no tree: `python -m` puts the working directory first on the path.
     env = {**os.environ, "PYTHONPATH": str(tree)}
     flags = ["-X", "importtime"] if importtime else []
     started = time.perf_counter()
     done = subprocess.run([sys.executable, *flags, "-m", "raycell.cli", *args], env=env,
-                          capture_output=True, text=True, check=True)
+                          capture_output=True, text=True, check=True, cwd=tempfile.gettempdir())
     seconds = time.perf_counter() - started
     modules = {line.split("|")[-1].strip() for line in done.stderr.splitlines()
                if line.startswith("import time:")}
