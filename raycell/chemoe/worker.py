@@ -114,7 +114,6 @@ class ChemoePlan(Plan):
 
     unit = "samples"
     workload = "chemoe"
-    arm = "chemoe"  # baselines fit without workers
 
     def __init__(self, cfg: ChemoeConfig, samples: RunSamples):
         self.cfg, self.samples = cfg, samples

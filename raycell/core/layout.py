@@ -4,6 +4,7 @@
 
     <save_dir>/
       raycell.json          MARKER_FILE: which workload wrote the folder, its results file
+      .raycell.lock         LOCK_FILE: taken while a table of the folder is rewritten
       running.json          RUNNING_FILE: while a grid runs, its pid, host and run keys
       report.html           REPORT_FILE: the grid's report
       <results file>        one row per finished run key (Tahoe: summary.csv, CheMoE:
@@ -32,6 +33,9 @@ ERROR_FILE = "error.txt"
 TRAIN_DIR = "ray"
 TRAIN_SNAPSHOT = "checkpoint_manager_snapshot.json"
 STATE_FILE = "state.pt"
+# Writers of a folder's tables take this lock (core/rows.py): one hidden file a folder.
+# It stays: a lock file removed on release lets a waiter lock a file no longer there.
+LOCK_FILE = ".raycell.lock"
 
 
 def run_dir(save_dir: Path, key: str) -> Path:

@@ -13,6 +13,7 @@ import pandas as pd
 from filelock import FileLock
 
 from raycell.core.errors import RaycellError
+from raycell.core.layout import LOCK_FILE
 
 
 def results_dir(save_dir: str | Path) -> Path:
@@ -32,7 +33,7 @@ def upsert(path: Path, rows: pd.DataFrame, key: str = "run_key") -> pd.DataFrame
     """Replace the rows of ``path`` whose ``key`` is in ``rows``, append the rest."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(path) + ".lock"):
+    with FileLock(path.parent / LOCK_FILE):
         if path.is_file():
             old = pd.read_csv(path, dtype={key: str})  # a hex key may be all digits
             rows = pd.concat([old[~old[key].isin(rows[key].astype(str))], rows],
@@ -48,7 +49,7 @@ def remove_keys(path: Path, keys: list[str], key: str = "run_key") -> None:
     path = Path(path)
     if not path.is_file():
         return
-    with FileLock(str(path) + ".lock"):
+    with FileLock(path.parent / LOCK_FILE):
         old = pd.read_csv(path, dtype={key: str})
         tmp = path.with_name(path.name + ".tmp")
         old[~old[key].isin(keys)].to_csv(tmp, index=False)

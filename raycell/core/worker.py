@@ -53,7 +53,7 @@ class Plan(ABC):
     epochs: int
     unit: str  # what is counted: "cells" reports cells_per_s
     workload: str  # "tahoe", "chemoe": tags the live metrics
-    arm: str  # the strategy or model of this run: tags the live metrics
+    strategy: str = ""  # Tahoe's loading strategy (none for CheMoE): tags the live metrics
 
     @abstractmethod
     def build(self, ctx: WorkerContext) -> None:
@@ -134,7 +134,7 @@ def fit(plan: Plan, run_dir: str | Path, name: str) -> None:
     ctx = ray.train.get_context()
     rank = ctx.get_world_rank()
     worker = WorkerContext(rank, ctx.get_world_size(), ray.train.torch.get_device(),
-                           Progress(plan.workload, name, plan.arm, rank, plan.unit))
+                           Progress(plan.workload, name, plan.strategy, rank, plan.unit))
     plan.build(worker)
     start, train_seconds = 1, 0.0
     checkpoint = ray.train.get_checkpoint()

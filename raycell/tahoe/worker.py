@@ -33,7 +33,6 @@ class TahoePlan(Plan):
 
     def __init__(self, cfg: TahoeConfig, strategy: str, seed: int, inputs: TahoeInputs):
         self.cfg, self.strategy, self.seed, self.inputs = cfg, strategy, seed, inputs
-        self.arm = strategy
         self._timings: dict[str, float] = {}
         self.epochs = cfg.training.num_epochs
         self.sizes = inputs.labels.sizes()

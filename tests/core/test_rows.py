@@ -48,6 +48,9 @@ def test_upserting_a_key_again_replaces_its_row(tmp_path):
     upsert(path, pd.DataFrame([{"run_key": "0123", "x": 3}]))
     rows = pd.read_csv(path, dtype={"run_key": str}).set_index("run_key")["x"].to_dict()
     assert rows == {"0123": 3, "abcd": 2}  # an all-digit key stays a string
+    upsert(tmp_path / "s.csv", pd.DataFrame([{"run_key": "0123", "x": 1}]))
+    # One hidden lock for the folder's tables, not a .lock beside each of them.
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".raycell.lock", "r.csv", "s.csv"]
 
 
 def test_results_dir_refuses_a_file_on_the_way(tmp_path):
