@@ -9,7 +9,10 @@ run continues its own MLflow run and logs each epoch once.
 
 from __future__ import annotations
 
+import functools
 import json
+import signal
+import threading
 from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
@@ -58,6 +61,28 @@ def log_figures(uri: str, parent_run_id: str, paths: list[Path]) -> None:
         client.log_artifact(parent_run_id, str(path), "figures")
 
 
+def uninterrupted(method: Callable) -> Callable:
+    """Ctrl-C during ``method`` takes effect once it returns. MLflow's sqlite store rolls
+    a write back on an Exception, not on KeyboardInterrupt: one landing mid-write leaves
+    its transaction open, and every later write ("database is locked"), the KILLED marks
+    after Ctrl-C among them, fails."""
+
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        if threading.current_thread() is not threading.main_thread():
+            return method(*args, **kwargs)
+        caught = []
+        previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(frame))
+        try:
+            return method(*args, **kwargs)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+            if caught and callable(previous):
+                previous(signal.SIGINT, caught[0])  # Python's default: KeyboardInterrupt
+
+    return wrapper
+
+
 class GridRecorder(Callback):
     """``metrics``: result keys logged per epoch (step = the run's own epoch).
     ``summarize(key)``: (the run's results row, its folder), logged when it ends;
@@ -84,6 +109,7 @@ class GridRecorder(Callback):
         for i in range(0, len(batch), 100):  # MLflow takes at most 100 params per batch
             self.client.log_batch(run_id, params=batch[i : i + 100])
 
+    @uninterrupted
     def on_trial_start(self, iteration, trials, trial, **info):
         run = trial.config["run"]
         key = run["key"]
@@ -116,6 +142,7 @@ class GridRecorder(Callback):
         self.client.log_batch(self.runs[key], metrics=metrics)
         self.logged[key].add(step)
 
+    @uninterrupted
     def on_trial_result(self, iteration, trials, trial, result, **info):
         key = trial.config["run"]["key"]
         if key not in self.runs:
@@ -125,6 +152,7 @@ class GridRecorder(Callback):
         elif any(k in self.metrics for k in result):
             self.last[key] = result  # a run without epochs (a baseline): logged at the end
 
+    @uninterrupted
     def on_trial_complete(self, iteration, trials, trial, **info):
         key = trial.config["run"]["key"]
         run_id = self.runs.get(key)
@@ -150,11 +178,13 @@ class GridRecorder(Callback):
         self.client.set_terminated(run_id, "FINISHED")
         self.commit(key, run_id)
 
+    @uninterrupted
     def on_trial_error(self, iteration, trials, trial, **info):
         run_id = self.runs.get(trial.config["run"]["key"])
         if run_id is not None:  # kept: a rerun of the grid continues it
             self.client.set_terminated(run_id, "FAILED")
 
+    @uninterrupted
     def close(self, failed: bool, stopped: Collection[str] = ()) -> None:
         """``stopped``: run keys stopped by Ctrl-C, KILLED until a rerun continues them."""
         for key in stopped:
