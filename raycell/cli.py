@@ -301,9 +301,7 @@ def _run_tahoe(args: argparse.Namespace) -> None:
 
 def _settings(args: argparse.Namespace):
     """The subcommand's settings model from the flags given."""
-    from raycell.core.config import from_flags
-
-    return from_flags(args.settings, {k: getattr(args, k) for k in args.settings.model_fields})
+    return _spec_from_flags(args.settings, None, args)
 
 
 def _run_bench(args: argparse.Namespace) -> None:
