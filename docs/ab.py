@@ -12,9 +12,9 @@ import pandas as pd
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from raycell.tahoe import bench  # noqa: E402
+from raycell.tahoe.bench import loaders as bench  # noqa: E402
 from raycell.tahoe.config import TAHOE_SHAPED, LoaderBenchSettings  # noqa: E402
-from raycell.tahoe.synthetic import ensure_tahoe  # noqa: E402
+from raycell.tahoe.data.synthetic import ensure_tahoe  # noqa: E402
 
 
 def parse(default_out: str) -> argparse.Namespace:
@@ -26,11 +26,11 @@ def parse(default_out: str) -> argparse.Namespace:
     return parser.parse_args()
 
 
-def bench_inputs(args: argparse.Namespace, arms: tuple[str, ...], **settings):
+def bench_inputs(args: argparse.Namespace, strategies: tuple[str, ...], **settings):
     """(split, labels, settings) of the loader bench's Tahoe-shaped plates, bare."""
     data = args.data or ensure_tahoe("data/bench/tahoe-shaped", TAHOE_SHAPED)  # as the bench
     split, labels = bench.load_bench_split(Path(data))
-    s = LoaderBenchSettings(data=str(data), out="", strategies=arms, where=("bare",),
+    s = LoaderBenchSettings(data=str(data), out="", strategies=strategies, where=("bare",),
                             seconds=args.seconds, warmup=2.0, batch_size=64,
                             fetch_factor=256, block_size=16, num_workers=0, device="cpu",
                             threads=torch.get_num_threads(), rounds=1, **settings)
@@ -47,13 +47,13 @@ def alternate(owner: type, name: str, off, column: str, split, labels, s,
         for round_ in range(rounds):
             for side in (True, False):
                 setattr(owner, name, on if side else off)
-                for row in bench.measure_arms(split, labels, s, "bare"):
+                for row in bench.measure_strategies(split, labels, s, "bare"):
                     rows.append({**row, column: side, "round": round_ + 1})
                     print(f"round {round_ + 1} {column}={side!s:<5} {row['cache']} "
-                          f"{row['arm']:<17} {row['cells_per_s']:>10,.0f} cells/s", flush=True)
+                          f"{row['strategy']:<17} {row['cells_per_s']:>10,.0f} cells/s", flush=True)
     finally:
         setattr(owner, name, on)
     frame = pd.DataFrame(rows)
-    best = frame.groupby(["cache", "arm", column])["cells_per_s"].max()
+    best = frame.groupby(["cache", "strategy", column])["cells_per_s"].max()
     print(best.unstack(column).assign(ratio=lambda t: t[True] / t[False]).round(3))
     return frame

@@ -2,7 +2,7 @@
 
     python docs/count_check_ab.py [--data DIR] [--rounds 3] [--seconds 5] [--out FILE.csv]
 
-The loader bench's own measurement (``measure_arms``, warm page cache, bare) of
+The loader bench's own measurement (``measure_strategies``, warm page cache, bare) of
 streaming, block_shuffling and random, with ``TahoeRows._check_counts`` (NaN, infinite
 or negative counts refused where a fetch reads them) on and off in alternating rounds
 of one run, so the two sides share the machine's state (docs/ab.py). Prints the best round of each
@@ -17,7 +17,7 @@ import time
 import numpy as np
 from ab import alternate, bench_inputs, parse
 
-from raycell.tahoe import sparse
+from raycell.tahoe.data import sparse
 
 
 def check_share(split, labels, fetch_rows: int = 64 * 256, repeats: int = 20) -> str:

@@ -21,9 +21,9 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from raycell.tahoe.config import load_tahoe_config  # noqa: E402
-from raycell.tahoe.labels import TASKS  # noqa: E402
-from raycell.tahoe.results import TASK_METRICS  # noqa: E402
-from raycell.tahoe.synthetic import ensure_tahoe  # noqa: E402
+from raycell.tahoe.data.labels import TASKS  # noqa: E402
+from raycell.tahoe.data.synthetic import ensure_tahoe  # noqa: E402
+from raycell.tahoe.outputs.results import TASK_METRICS  # noqa: E402
 from tests.service.processes import ray_head, submit, wait_job  # noqa: E402
 
 

@@ -100,7 +100,7 @@ def tahoe(out: Path, strategy: str) -> None:
 
 
 def whole_grid(out: Path, rows_before_kill: int) -> None:
-    """``--all`` killed once some arms have their rows: the rerun skips those."""
+    """``--all`` killed once some strategies have their rows: the rerun skips those."""
     save = out / "all"
     args = ("tahoe", "--config", "demo", "--all", "--save_dir", str(save))
     started = time.perf_counter()
@@ -152,7 +152,7 @@ if __name__ == "__main__":
     parser.add_argument("--strategy", nargs="*", default=["block_shuffling", "ray_block_shuffle"])
     parser.add_argument("--chemoe", action="store_true")
     parser.add_argument("--all", type=int, metavar="ROWS", dest="rows",
-                        help="also --all, killed once ROWS arms have finished")
+                        help="also --all, killed once ROWS strategies have finished")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     for name in args.strategy:

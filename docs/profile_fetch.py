@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from anndata.experimental import AnnCollection
 
-from raycell.tahoe.bench import load_bench_split, warm_page_cache
-from raycell.tahoe.sparse import TahoeRows
+from raycell.tahoe.bench.loaders import load_bench_split, warm_page_cache
+from raycell.tahoe.data.sparse import TahoeRows
 
 BATCH, FETCH, BLOCK, REPEATS = 64, 64 * 256, 16, 5
 split, labels = load_bench_split(Path(sys.argv[1] if len(sys.argv) > 1 else

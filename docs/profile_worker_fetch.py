@@ -14,8 +14,8 @@ import torch
 from ray.train import RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
-from raycell.tahoe.bench import load_bench_split
-from raycell.tahoe.sparse import TahoeRows
+from raycell.tahoe.bench.loaders import load_bench_split
+from raycell.tahoe.data.sparse import TahoeRows
 
 
 def fetch_times(split_and_labels, where: str) -> None:

@@ -2,9 +2,9 @@
 
     python docs/readahead_ab.py [--data DIR] [--rounds 3] [--seconds 5] [--out FILE.csv]
 
-The loader bench's own measurement (``measure_arms``: cold evicts the plates before
+The loader bench's own measurement (``measure_strategies``: cold evicts the plates before
 and during each window) of block_shuffling, random and sequential_limit, with
-``raycell/tahoe/readahead.py``'s hints on and off in alternating rounds of one run
+``raycell/tahoe/data/readahead.py``'s hints on and off in alternating rounds of one run
 (docs/ab.py), so the two sides share the machine's state. Prints the best round of
 each and writes every row to ``--out``.
 """
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from ab import alternate, bench_inputs, parse
 
-from raycell.tahoe import sparse
+from raycell.tahoe.data import sparse
 
 
 def main() -> None:

@@ -29,9 +29,9 @@ _API = {
     "ChemoeBenchSettings": "raycell.chemoe.config",
     "bench_chemoe": "raycell.chemoe.bench",
     "LoaderBenchSettings": "raycell.tahoe.config",
-    "bench_loaders": "raycell.tahoe.bench",
+    "bench_loaders": "raycell.tahoe.bench.loaders",
     "TrainBenchSettings": "raycell.tahoe.config",
-    "bench_train": "raycell.tahoe.bench_train",
+    "bench_train": "raycell.tahoe.bench.train",
     "ChemoeConfig": "raycell.chemoe.config",
     "ChemoeResults": "raycell.chemoe.results",
     "load_chemoe_results": "raycell.chemoe.results",
@@ -40,8 +40,8 @@ _API = {
     "TahoeConfig": "raycell.tahoe.config",
     "load_tahoe_config": "raycell.tahoe.config",
     "run_tahoe": "raycell.tahoe.api",
-    "TahoeResults": "raycell.tahoe.results",
-    "load_tahoe_results": "raycell.tahoe.results",
+    "TahoeResults": "raycell.tahoe.outputs.results",
+    "load_tahoe_results": "raycell.tahoe.outputs.results",
 }
 
 __all__ = ["ChemoeBenchSettings", "ChemoeConfig", "ChemoeResults", "LoaderBenchSettings",
@@ -55,15 +55,15 @@ if TYPE_CHECKING:
     from raycell.chemoe.config import ChemoeBenchSettings, ChemoeConfig, load_chemoe_config
     from raycell.chemoe.results import ChemoeResults, load_chemoe_results
     from raycell.tahoe.api import run_tahoe
-    from raycell.tahoe.bench import bench_loaders
-    from raycell.tahoe.bench_train import bench_train
+    from raycell.tahoe.bench.loaders import bench_loaders
+    from raycell.tahoe.bench.train import bench_train
     from raycell.tahoe.config import (
         LoaderBenchSettings,
         TahoeConfig,
         TrainBenchSettings,
         load_tahoe_config,
     )
-    from raycell.tahoe.results import TahoeResults, load_tahoe_results
+    from raycell.tahoe.outputs.results import TahoeResults, load_tahoe_results
 
 
 def __getattr__(name: str) -> Any:

@@ -9,73 +9,104 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from types import UnionType
 from typing import Any, Union, get_args, get_origin
 
 from raycell.core.errors import Interrupted, RaycellError, RunsFailed
 from raycell.core.layout import REPORT_FILE
-from raycell.tahoe.arms import ARMS
-
-# CLI flag -> dotted config keys it overrides (the seed's flag names).
-TAHOE_OVERRIDES: dict[str, tuple[str, ...]] = {
-    "epochs": ("training.num_epochs",),
-    "batch_size": ("training.batch_size",),
-    "learning_rate": ("training.learning_rate",),
-    "seed": ("training.seeds",),
-    "fetch_factor": ("scdataset.fetch_factor",),
-    "num_workers": ("scdataset.num_workers",),
-    "min_count_baseline": ("weights.min_count_baseline",),
-    # Sets the block arms; random and weighted_true are block size 1 by definition.
-    "block_size": tuple(f"strategies.{name}.block_size" for name, arm in ARMS.items()
-                        if arm.blocked),
-    "max_train_cells": ("data.max_train_cells",),
-    "max_test_cells": ("data.max_test_cells",),
-    "h5ad_dir": ("data.h5ad_dir",),
-    "train_plates": ("data.train_plates",),
-    "test_plates": ("data.test_plates",),
-    "drug_table": ("data.drug_table",),
-    "save_dir": ("output.save_dir",),
-    "ray_workers": ("ray.num_workers",),
-    "use_gpu": ("ray.use_gpu",),
-    "log1p": ("training.log1p",),
-    "input": ("training.input",),
-    "max_steps": ("training.max_steps",),
-}
+from raycell.tahoe.loaders.strategies import STRATEGIES
 
 
-# raycell chemoe: flag -> dotted config keys (the seed's flag names, plus the grid's).
-CHEMOE_OVERRIDES: dict[str, tuple[str, ...]] = {
-    "cell_line": ("grid.cell_lines",),
-    "fold": ("grid.folds",),
-    "model": ("grid.models",),
-    "mol_encoder": ("grid.mol_encoder",),
-    "num_experts": ("model.num_experts",),
-    "top_k": ("model.top_k",),
-    "embed_dim": ("model.embed_dim",),
-    "epochs": ("training.epochs",),
-    "batch_size": ("training.batch_size",),
-    "lr": ("training.lr",),
-    "weight_decay": ("training.weight_decay",),
-    "aux_loss_weight": ("training.aux_loss_weight",),
-    "eval_every": ("training.eval_every",),
-    "seed": ("training.seed",),
-    "data": ("data.dir",),
-    "kpgt_file": ("data.kpgt_file",),
-    "allow_pickle": ("data.allow_pickle",),
-    "missing_embedding": ("data.missing_embedding",),
-    "save_dir": ("output.save_dir",),
-    "ray_workers": ("ray.num_workers",),
-    "use_gpu": ("ray.use_gpu",),
-    "gpus_per_worker": ("ray.gpus_per_worker",),
-}
+@dataclass(frozen=True)
+class Flag:
+    """One flag of a workload command: argparse's arguments and the config keys it sets."""
+
+    name: str
+    keys: tuple[str, ...]  # dotted config keys the flag's value overrides
+    read: bool | None  # a path: whether the run reads it (a job must find it); None: no path
+    options: dict[str, Any]  # add_argument's keyword arguments
+
+    def add_to(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(f"--{self.name}", **self.options)
 
 
-# Path flags: flag -> whether it is read (so a job must find it). Then the config keys
-# whose relative defaults a job places under $RAYCELL_JOB_ROOT (core/jobs.py), each with
-# the key that leaves it unused.
-TAHOE_PATHS = {"save_dir": False, "h5ad_dir": True, "drug_table": True}
-CHEMOE_PATHS = {"save_dir": False, "data": True, "kpgt_file": True}
+def flag(name: str, *keys: str, read: bool | None = None, **options: Any) -> Flag:
+    return Flag(name, keys, read, options)
+
+
+# Flags every workload command takes, defined once.
+SHARED_FLAGS = (
+    flag("save_dir", "output.save_dir", read=False, help="results folder"),
+    flag("ray_workers", "ray.num_workers", type=int, help="Ray Train workers (DDP ranks) per run"),
+    flag("use_gpu", "ray.use_gpu", action="store_true", default=None,
+         help="the seeds' --gpu: each Ray Train worker gets gpus_per_worker GPUs"),
+    flag("gpus_per_worker", "ray.gpus_per_worker", type=float),
+    flag("restart", action="store_true",
+         help="train these runs afresh (default: skip finished, resume interrupted)"),
+    flag("verbose", action="store_true",
+         help="Ray's, Tune's and MLflow's own output too (default: a line per run)"),
+)
+
+# raycell tahoe: the seed's flag names.
+TAHOE_FLAGS = (
+    flag("epochs", "training.num_epochs", type=int),
+    flag("batch_size", "training.batch_size", type=int),
+    flag("learning_rate", "training.learning_rate", type=float),
+    flag("seed", "training.seeds", type=int, nargs="+", help="one or more seeds: a run per seed"),
+    flag("fetch_factor", "scdataset.fetch_factor", type=int),
+    flag("num_workers", "scdataset.num_workers", type=int,
+         help="DataLoader workers per Ray Train worker"),
+    flag("min_count_baseline", "weights.min_count_baseline", type=int),
+    # Sets the block strategies; random and weighted_true are block size 1 by definition.
+    flag("block_size", *(f"strategies.{name}.block_size" for name, strategy in STRATEGIES.items()
+                         if strategy.blocked), type=int,
+         help="block size of block_shuffling, weighted_block, ray_block_shuffle"),
+    flag("max_train_cells", "data.max_train_cells", type=int),
+    flag("max_test_cells", "data.max_test_cells", type=int),
+    flag("h5ad_dir", "data.h5ad_dir", read=True),
+    flag("train_plates", "data.train_plates", type=int, nargs="+", metavar="N"),
+    flag("test_plates", "data.test_plates", type=int, nargs="+", metavar="N"),
+    flag("drug_table", "data.drug_table", read=True),
+    flag("log1p", "training.log1p", action=argparse.BooleanOptionalAction, default=None,
+         help="log1p the counts before the model (default: raw counts, as the seed)"),
+    flag("input", "training.input", help="auto | sparse | dense: CSR rows or dense rows into "
+                                         "the model (auto: sparse on a CPU, dense on a GPU)"),
+    flag("max_steps", "training.max_steps", type=int,
+         help="stop every epoch after N batches (pilots, start-up checks)"),
+    *SHARED_FLAGS,
+)
+
+# raycell chemoe: the seed's flag names, plus the grid's.
+CHEMOE_FLAGS = (
+    flag("cell_line", "grid.cell_lines", nargs="+", metavar="CL",
+         help="one or more of the nine lines"),
+    flag("fold", "grid.folds", type=int, nargs="+", metavar="K", help="0..4 (split key K + 1)"),
+    flag("model", "grid.models", nargs="+", metavar="M",
+         help="chemoe | identity | mean_shift | ridge (several: a grid)"),
+    flag("mol_encoder", "grid.mol_encoder", help="kpgt | morgan"),
+    flag("num_experts", "model.num_experts", type=int),
+    flag("top_k", "model.top_k", type=int),
+    flag("embed_dim", "model.embed_dim", type=int),
+    flag("epochs", "training.epochs", type=int),
+    flag("batch_size", "training.batch_size", type=int),
+    flag("lr", "training.lr", type=float),
+    flag("weight_decay", "training.weight_decay", type=float),
+    flag("aux_loss_weight", "training.aux_loss_weight", type=float),
+    flag("eval_every", "training.eval_every", type=int),
+    flag("seed", "training.seed", type=int),
+    flag("data", "data.dir", read=True,
+         help="raycell PDGrapher folder (default: demo data, made once)"),
+    flag("kpgt_file", "data.kpgt_file", read=True,
+         help="SMILES -> 2304 floats (.npz or .parquet; .pkl with --allow_pickle)"),
+    flag("allow_pickle", "data.allow_pickle", action="store_true", default=None),
+    flag("missing_embedding", "data.missing_embedding", help="error | zero"),
+    *SHARED_FLAGS,
+)
+
+# The config keys whose relative defaults a job places under $RAYCELL_JOB_ROOT
+# (core/jobs.py), each with the key that leaves it unused.
 TAHOE_RELOCATED = {"output.save_dir": None, "data.synthetic.out_dir": "data.h5ad_dir"}
 CHEMOE_RELOCATED = {"output.save_dir": None, "data.synthetic.out_dir": "data.dir"}
 
@@ -87,72 +118,34 @@ class Parser(argparse.ArgumentParser):
         raise RaycellError(f"{self.prog}: {message}")
 
 
+def _workload_parser(sub, name: str, help_: str, configs: str, func) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, help=help_)
+    p.add_argument("--config", default="default", help=f"{configs} | PATH.yaml")
+    p.set_defaults(func=func)
+    return p
+
+
 def _tahoe_parser(sub) -> None:
-    p = sub.add_parser("tahoe", help="loader-strategy experiment on Tahoe-100M plates")
-    p.add_argument("--config", default="default", help="default | pilot | demo | PATH.yaml")
+    p = _workload_parser(sub, "tahoe", "loader-strategy experiment on Tahoe-100M plates",
+                         "default | pilot | demo", _run_tahoe)
     which = p.add_mutually_exclusive_group()
     which.add_argument("--strategy", nargs="+", metavar="NAME", help="one or more strategies")
     which.add_argument("--all", action="store_true", help="every enabled strategy, as a Tune grid")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch_size", type=int)
-    p.add_argument("--learning_rate", type=float)
-    p.add_argument("--seed", type=int, nargs="+", help="one or more seeds: a run per seed")
-    p.add_argument("--fetch_factor", type=int)
-    p.add_argument("--num_workers", type=int, help="DataLoader workers per Ray Train worker")
-    p.add_argument("--min_count_baseline", type=int)
-    p.add_argument("--block_size", type=int,
-                   help="block size of block_shuffling, weighted_block, ray_block_shuffle")
-    p.add_argument("--max_train_cells", type=int)
-    p.add_argument("--max_test_cells", type=int)
-    p.add_argument("--h5ad_dir")
-    p.add_argument("--train_plates", type=int, nargs="+", metavar="N")
-    p.add_argument("--test_plates", type=int, nargs="+", metavar="N")
-    p.add_argument("--drug_table")
-    p.add_argument("--save_dir")
-    p.add_argument("--restart", action="store_true",
-                   help="train these runs afresh (default: skip finished, resume interrupted)")
-    p.add_argument("--verbose", action="store_true",
-                   help="Ray's, Tune's and MLflow's own output too (default: a line per run)")
-    p.add_argument("--ray_workers", type=int, help="Ray Train workers (DDP ranks) per run")
-    p.add_argument("--use_gpu", action="store_true", default=None)
-    p.add_argument("--log1p", action=argparse.BooleanOptionalAction, default=None,
-                   help="log1p the counts before the model (default: raw counts, as the seed)")
-    p.add_argument("--input", help="auto | sparse | dense: CSR rows or dense rows into the "
-                                   "model (auto: sparse on a CPU, dense on a GPU)")
-    p.add_argument("--max_steps", type=int, help="stop every epoch after N batches (pilots, "
-                                                 "start-up checks)")
-    p.set_defaults(func=_run_tahoe)
+    for f in TAHOE_FLAGS:
+        f.add_to(p)
 
 
 def _chemoe_parser(sub) -> None:
-    p = sub.add_parser("chemoe", help="CheMoE and baselines on PDGrapher data")
-    p.add_argument("--config", default="default", help="default | demo | PATH.yaml")
-    p.add_argument("--cell_line", nargs="+", metavar="CL", help="one or more of the nine lines")
-    p.add_argument("--fold", type=int, nargs="+", metavar="K", help="0..4 (split key K + 1)")
-    p.add_argument("--model", nargs="+", metavar="M",
-                   help="chemoe | identity | mean_shift | ridge (several: a grid)")
-    p.add_argument("--mol_encoder", help="kpgt | morgan")
-    for flag in ("num_experts", "top_k", "embed_dim", "epochs", "batch_size", "eval_every",
-                 "seed", "ray_workers"):
-        p.add_argument(f"--{flag}", type=int)
-    for flag in ("lr", "weight_decay", "aux_loss_weight", "gpus_per_worker"):
-        p.add_argument(f"--{flag}", type=float)
-    p.add_argument("--data", help="raycell PDGrapher folder (default: demo data, made once)")
-    p.add_argument("--kpgt_file", help="SMILES -> 2304 floats (.npz or .parquet; .pkl with "
-                                       "--allow_pickle)")
-    p.add_argument("--allow_pickle", action="store_true", default=None)
-    p.add_argument("--missing_embedding", help="error | zero")
-    p.add_argument("--save_dir")
-    p.add_argument("--restart", action="store_true",
-                   help="train these runs afresh (default: skip finished, resume interrupted)")
-    p.add_argument("--verbose", action="store_true",
-                   help="Ray's, Tune's and MLflow's own output too (default: a line per run)")
-    p.add_argument("--use_gpu", action="store_true", default=None,
-                   help="the seed's --gpu: Ray Train workers get gpus_per_worker GPUs")
-    p.set_defaults(func=_run_chemoe)
+    p = _workload_parser(sub, "chemoe", "CheMoE and baselines on PDGrapher data",
+                         "default | demo", _run_chemoe)
+    for f in CHEMOE_FLAGS:
+        f.add_to(p)
 
 
 def _data_parser(sub) -> None:
+    from raycell.chemoe.config import PdgrapherSpec
+    from raycell.tahoe.config import TahoeSpec
+
     p = sub.add_parser("data", help="write in-format synthetic data")
     kinds = p.add_subparsers(dest="kind", required=True)
     t = kinds.add_parser("tahoe", help="Tahoe-100M plates and drug table")
@@ -161,16 +154,12 @@ def _data_parser(sub) -> None:
                    help="demo: 2,000 genes, dense Poisson counts; tahoe_shaped: 62,710 genes, "
                         "~1,400 non-zeros a cell (the bench's data); tahoe_scale: Tahoe's 14 "
                         "plates and 100.6M cells, 4 non-zeros a cell (~11 GB, start-up checks)")
-    for flag in ("plates", "cells_per_plate", "genes", "drugs", "cell_lines", "sublibraries",
-                 "nnz_per_cell", "seed"):
-        t.add_argument(f"--{flag}", type=int, help="overrides the profile")
+    add_settings_flags(t, TahoeSpec, note="overrides the profile")
     t.set_defaults(func=_write_tahoe)
     g = kinds.add_parser("pdgrapher", help="PDGrapher-format cell lines, drugs with SMILES, "
                                            "stand-in KPGT vectors")
     g.add_argument("--out", required=True)
-    g.add_argument("--cell_lines", nargs="+", metavar="CL", help="default: all nine")
-    for flag in ("samples", "genes", "drugs", "seed"):
-        g.add_argument(f"--{flag}", type=int)
+    add_settings_flags(g, PdgrapherSpec)
     g.set_defaults(func=_write_pdgrapher)
     i = kinds.add_parser("import-pdgrapher",
                          help="convert PDGrapher's data_backward_{CL}.pt + splits.pt (pickles: "
@@ -185,7 +174,7 @@ def _data_parser(sub) -> None:
 
 def _flag_type(annotation) -> tuple[type, bool]:
     """(the argparse type, whether the flag takes several values) of a settings field."""
-    many = get_origin(annotation) is tuple
+    many = get_origin(annotation) in (tuple, list)
     if many:
         annotation = get_args(annotation)[0]
     if get_origin(annotation) in (Union, UnionType):  # X | None
@@ -193,15 +182,16 @@ def _flag_type(annotation) -> tuple[type, bool]:
     return (annotation if annotation in (int, float) else str), many
 
 
-def add_settings_flags(parser: argparse.ArgumentParser, model) -> None:
-    """A flag per field of a settings model, with the model's description and default in
-    its help. A flag not given stays None, so the model's own default applies."""
+def add_settings_flags(parser: argparse.ArgumentParser, model, note: str | None = None) -> None:
+    """A flag per field of a settings model, with the model's description and default (or
+    ``note``) in its help. A flag not given stays None, so the model's own default applies."""
     for name, field in model.model_fields.items():
         kind, many = _flag_type(field.annotation)
-        default = field.default
-        shown = " ".join(map(str, default)) if isinstance(default, tuple) else default
-        help_ = " ".join(filter(None, [field.description,
-                                       None if default is None else f"(default: {shown})"]))
+        default = field.get_default(call_default_factory=True)
+        shown = " ".join(map(str, default)) if isinstance(default, (tuple, list)) else default
+        help_ = " ".join(filter(None, [
+            field.description,
+            note or (None if default is None else f"(default: {shown})")]))
         parser.add_argument(f"--{name}", type=kind, nargs="+" if many else None,
                             help=help_ or None)
 
@@ -260,27 +250,28 @@ def _run_report(args: argparse.Namespace) -> None:
     print(f"report: {write_report(args.folders, args.out)}")
 
 
-def overrides(args: argparse.Namespace, table: dict[str, tuple[str, ...]]) -> dict[str, Any]:
+def overrides(args: argparse.Namespace, flags: tuple[Flag, ...]) -> dict[str, Any]:
+    """The config keys the given flags set."""
     out = {}
-    for flag, keys in table.items():
-        value = getattr(args, flag)
-        if value is not None:
-            out.update(dict.fromkeys(keys, value))
+    for f in flags:
+        value = getattr(args, f.name)
+        if f.keys and value is not None:
+            out.update(dict.fromkeys(f.keys, value))
     return out
 
 
-def _load(args: argparse.Namespace, load, table: dict[str, tuple[str, ...]],
-          paths: dict[str, bool], relocated: dict[str, str | None]):
+def _load(args: argparse.Namespace, load, flags: tuple[Flag, ...],
+          relocated: dict[str, str | None]):
     """The command's config: file + flags; in a job (``jobs/``), with every path absolute
     and outside the job's working directory."""
     if not args.job:
-        return load(args.config, overrides(args, table))
+        return load(args.config, overrides(args, flags))
     from raycell.core.jobs import job_defaults, job_flag_path
 
-    for flag, read in paths.items():
-        if getattr(args, flag) is not None:
-            setattr(args, flag, job_flag_path(getattr(args, flag), flag, read))
-    given = overrides(args, table)
+    for f in flags:
+        if f.read is not None and getattr(args, f.name) is not None:
+            setattr(args, f.name, job_flag_path(getattr(args, f.name), f.name, f.read))
+    given = overrides(args, flags)
     return load(args.config, given | job_defaults(load(args.config, given), relocated))
 
 
@@ -289,9 +280,9 @@ def _run_tahoe(args: argparse.Namespace) -> None:
 
     if args.strategy is None and not args.all:
         raise RaycellError("choose a strategy: --strategy NAME or --all")
-    cfg = _load(args, load_tahoe_config, TAHOE_OVERRIDES, TAHOE_PATHS, TAHOE_RELOCATED)
+    cfg = _load(args, load_tahoe_config, TAHOE_FLAGS, TAHOE_RELOCATED)
     summary = run_tahoe(cfg, args.strategy, args.restart)  # None with --all: every enabled strategy
-    from raycell.tahoe.tables import print_summary
+    from raycell.tahoe.outputs.tables import print_summary
 
     print_summary(summary, cfg.output.save_dir, cfg.training.log1p)
     save_dir = Path(cfg.output.save_dir).resolve()
@@ -306,7 +297,7 @@ def _settings(args: argparse.Namespace):
 
 def _run_bench(args: argparse.Namespace) -> None:
     settings = _settings(args)
-    from raycell.tahoe.bench import bench_loaders, ratios
+    from raycell.tahoe.bench.loaders import bench_loaders, ratios
 
     frame = bench_loaders(settings)
     out = Path(settings.out).expanduser().resolve()
@@ -325,8 +316,7 @@ def _spec_from_flags(model, base, args: argparse.Namespace):
 def _run_chemoe(args: argparse.Namespace) -> None:
     from raycell import load_chemoe_config, run_chemoe
 
-    cfg = _load(args, load_chemoe_config, CHEMOE_OVERRIDES, CHEMOE_PATHS,
-                CHEMOE_RELOCATED)
+    cfg = _load(args, load_chemoe_config, CHEMOE_FLAGS, CHEMOE_RELOCATED)
     rows = run_chemoe(cfg, args.restart)
     from raycell.chemoe.tables import print_chemoe
 
@@ -363,7 +353,7 @@ def _run_bench_chemoe(args: argparse.Namespace) -> None:
 
 def _run_bench_train(args: argparse.Namespace) -> None:
     settings = _settings(args)
-    from raycell.tahoe.bench_train import bench_train, sparse_speedup
+    from raycell.tahoe.bench.train import bench_train, sparse_speedup
 
     frame = bench_train(settings)
     print(f"\nwrote {Path(settings.out).expanduser().resolve() / 'train.csv'}")
@@ -373,19 +363,23 @@ def _run_bench_train(args: argparse.Namespace) -> None:
 def _write_tahoe(args: argparse.Namespace) -> None:
 
     from raycell.tahoe.config import TAHOE_SHAPED, TahoeSpec
-    from raycell.tahoe.synthetic import write_tahoe
+    from raycell.tahoe.data.synthetic import write_tahoe
 
     if args.profile == "tahoe_scale":
-        from raycell.tahoe.skeleton import SkeletonSpec, estimated_bytes, write_skeleton
+        from raycell.tahoe.data.tahoe_scale import (
+            TahoeScaleSpec,
+            estimated_bytes,
+            write_tahoe_scale,
+        )
 
         for flag in ("plates", "cells_per_plate"):
             if getattr(args, flag) is not None:
                 raise RaycellError(f"--{flag} does not apply to --profile tahoe_scale "
                                    "(Tahoe's 14 plates and their cell counts)")
-        spec = _spec_from_flags(SkeletonSpec, SkeletonSpec(), args)
+        spec = _spec_from_flags(TahoeScaleSpec, TahoeScaleSpec(), args)
         print(f"writing {len(spec.plate_cells)} plates, {sum(spec.plate_cells):,} cells, "
               f"~{estimated_bytes(spec) / 1e9:.1f} GB", flush=True)
-        out = write_skeleton(args.out, spec, progress=lambda line: print(line, flush=True))
+        out = write_tahoe_scale(args.out, spec, progress=lambda line: print(line, flush=True))
         print(f"wrote {len(spec.plate_cells)} plates and drug_metadata.parquet to {out}")
         return
     profile = TAHOE_SHAPED if args.profile == "tahoe_shaped" else TahoeSpec()

@@ -22,7 +22,7 @@ from raycell.chemoe.config import PdgrapherSpec
 from raycell.chemoe.synthetic import write_pdgrapher
 from raycell.core.status import latest_checkpoint
 from raycell.tahoe.config import TahoeSpec
-from raycell.tahoe.synthetic import write_tahoe
+from raycell.tahoe.data.synthetic import write_tahoe
 
 
 @pytest.fixture(autouse=True)
@@ -200,7 +200,7 @@ REFERENCE_STRATEGIES = ["block_shuffling", "ray_block_shuffle"]
 
 @pytest.fixture(scope="session")
 def tahoe_reference(tahoe_dir, tmp_path_factory, ray_address):
-    """Uninterrupted runs of an scDataset arm and a Ray Data arm, in-process on the
+    """Uninterrupted runs of an scDataset strategy and a Ray Data strategy, in-process on the
     session's cluster: what a stopped run must end with once resumed
     (tests/core/test_resume.py) and what a job on another cluster must give
     (tests/service/test_jobs.py). Returns their rows, results folder and config file."""
@@ -214,7 +214,7 @@ def tahoe_reference(tahoe_dir, tmp_path_factory, ray_address):
     return summary, root / "out", config
 
 
-CLI_STRATEGIES = ["block_shuffling", "ray_streaming"]  # an scDataset arm and a Ray Data arm
+CLI_STRATEGIES = ["block_shuffling", "ray_streaming"]  # one scDataset, one Ray Data
 CLI_SEEDS = [0, 1]
 CLI_EPOCHS = 2
 
@@ -222,7 +222,7 @@ CLI_EPOCHS = 2
 @pytest.fixture(scope="session")
 def tahoe_cli_run(tahoe_dir, tmp_path_factory, ray_address):
     """`raycell tahoe` as documented, in a fresh interpreter that joins the session's
-    cluster and records on a real `mlflow server`: two arms, two seeds, two epochs of
+    cluster and records on a real `mlflow server`: two strategies, two seeds, two epochs of
     `--max_steps 3` batches. The command's smoke test (tests/test_commands.py) and the
     MLflow server's (tests/service/test_mlflow_server.py). Yields the finished process,
     the results folder, the server and the server's folder."""

@@ -23,7 +23,7 @@ FIXTURE = REPO / "tests" / "chemoe" / "fixtures" / "pdgrapher"
 
 # Documented commands -> where a test runs them (here unless named).
 ELSEWHERE = {
-    "raycell bench loaders": "tests/tahoe/test_bench.py",
+    "raycell bench loaders": "tests/tahoe/bench/test_loaders.py",
     "jobs/tahoe_grid.py": "tests/service/test_jobs.py",
     "jobs/chemoe_grid.py": "tests/service/test_jobs.py",
 }

@@ -5,7 +5,7 @@ import json
 import pandas as pd
 import pytest
 
-from raycell.tahoe.results import SUMMARY_COLUMNS
+from raycell.tahoe.outputs.results import SUMMARY_COLUMNS
 from tests.conftest import run_main
 
 

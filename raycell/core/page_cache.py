@@ -34,7 +34,7 @@ def evict_settled(paths: list[str | Path], below: float = 0.01, pause_s: float =
                   wait_s: float = 10.0) -> float:
     """Evict ``paths`` until under ``below`` of their pages stay out; the share cached.
 
-    A reader still finishing (a previous arm's Ray Data tasks run on after its
+    A reader still finishing (a previous strategy's Ray Data tasks run on after its
     iterator closes) brings pages back just after an eviction, so each eviction is
     checked ``pause_s`` later, and repeated until none came back or ``wait_s`` passed.
     """

@@ -152,7 +152,7 @@ def fit(plan: Plan, run_dir: str | Path, name: str) -> None:
         sums, items = plan.train_epoch(epoch)
         timings = plan.timings()
         # Training time starts at the first step: a loader's start-up (Ray Data's executor
-        # above all) is reported beside it, so arms compare on training alone.
+        # above all) is reported beside it, so strategies compare on training alone.
         elapsed = time.perf_counter() - started - timings.get("startup_seconds", 0.0)
         worker.progress.flush()
         totals = all_reduce(np.array([items, *sums.values()], dtype=np.float64))

@@ -15,6 +15,9 @@ from raycell.core.errors import RaycellError
 from raycell.core.html import Section, page, write_page
 from raycell.core.layout import MARKER_FILE
 
+# workload -> the module that draws its sections, imported only for a folder that needs it
+SECTIONS = {"tahoe": "raycell.tahoe.outputs.report", "chemoe": "raycell.chemoe.report"}
+
 
 def workload_of(folder: Path) -> str:
     marker = folder / MARKER_FILE
@@ -31,9 +34,9 @@ def workload_of(folder: Path) -> str:
 def folder_sections(folder: Path) -> list[Section]:
     """A folder's sections, titled by the folder when a page holds several."""
     workload = workload_of(folder)
-    if workload not in ("tahoe", "chemoe"):
+    if workload not in SECTIONS:
         raise RaycellError(f"{folder}: unknown workload {workload!r}")
-    return import_module(f"raycell.{workload}.report").sections(folder)
+    return import_module(SECTIONS[workload]).sections(folder)
 
 
 def write_report(folders: list[str | Path], out: str | Path) -> Path:

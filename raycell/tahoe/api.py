@@ -7,15 +7,15 @@ from typing import TYPE_CHECKING
 
 from raycell.core.errors import RaycellError
 from raycell.core.rows import results_dir
-from raycell.tahoe.arms import get_arm
 from raycell.tahoe.config import TahoeConfig, load_tahoe_config
+from raycell.tahoe.loaders.strategies import get_strategy
 
 if TYPE_CHECKING:
     import pandas as pd
 
 
 def check_strategies(cfg: TahoeConfig, strategies: Sequence[str] | None) -> list[str]:
-    """The arms to run: the named ones (each known), or every enabled one for ``None``."""
+    """The strategies to run: the named ones (each known), or every enabled one for ``None``."""
     if strategies is None:
         enabled = cfg.enabled_strategies()
         if not enabled:
@@ -26,7 +26,7 @@ def check_strategies(cfg: TahoeConfig, strategies: Sequence[str] | None) -> list
     if not strategies:
         raise RaycellError("choose a strategy: --strategy NAME or --all")
     for name in strategies:
-        get_arm(name)  # an unknown name is a RaycellError listing the known ones
+        get_strategy(name)  # an unknown name is a RaycellError listing the known ones
     return list(dict.fromkeys(strategies))
 
 
@@ -40,8 +40,8 @@ def run_tahoe(config: TahoeConfig | str, strategies: Sequence[str] | None = None
         A loaded config (``load_tahoe_config``), or the name of a packaged config
         (``"demo"``, ``"pilot"``, ``"default"``) or a YAML path.
     strategies : sequence of str, optional
-        Arms to run, by registry name (``"block_shuffling"``, ``"ray_buffer"``, ...);
-        ``None`` runs every arm the config enables (the CLI's ``--all``).
+        Strategies to run, by registry name (``"block_shuffling"``, ``"ray_buffer"``, ...);
+        ``None`` runs every strategy the config enables (the CLI's ``--all``).
     restart : bool, default False
         Forget these runs' rows, checkpoints and MLflow runs and train them afresh.
         Without it, runs whose rows exist are skipped and interrupted runs resume

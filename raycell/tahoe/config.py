@@ -1,4 +1,4 @@
-"""The Tahoe experiment's config: data, training, loaders, arms, Ray, outputs."""
+"""The Tahoe experiment's config: data, training, loaders, strategies, Ray, outputs."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pydantic import Field, field_validator, model_validator
 
 from raycell.core.config import Device, OutputSettings, RaySettings, Seed, Strict, load_config
 from raycell.core.errors import RaycellError
-from raycell.tahoe.arms import ARM_NAMES, ARMS, DEFAULT_BLOCK
+from raycell.tahoe.loaders.strategies import DEFAULT_BLOCK, STRATEGIES, STRATEGY_NAMES
 
 
 class TahoeSpec(Strict):
@@ -85,7 +85,8 @@ class ScDatasetSettings(Strict):
 
 
 class RayDataSettings(Strict):
-    """The Ray Data arms; the defaults match one scDataset fetch (batch 64 x fetch_factor 256)."""
+    """The Ray Data strategies; the defaults match one scDataset fetch (batch 64 x fetch_factor
+    256)."""
 
     read_rows: int = Field(16_384, ge=1)  # rows per read task (one Arrow block)
     shuffle_buffer_rows: int = Field(16_384, ge=1)  # ray_buffer's and ray_block_shuffle's buffer
@@ -97,13 +98,13 @@ class WeightSettings(Strict):
 
 class StrategySettings(Strict):
     enabled: bool = True
-    # None: the arm's own (16 for the block arms, 1 for the others), also when a config
-    # lists an arm with only some of its keys.
+    # None: the strategy's own (16 for the block strategies, 1 for the others), also when a config
+    # lists a strategy with only some of its keys.
     block_size: int | None = Field(None, ge=1)
 
 
 def _strategy_defaults() -> dict[str, StrategySettings]:
-    return {name: StrategySettings() for name in ARMS}
+    return {name: StrategySettings() for name in STRATEGIES}
 
 
 class TahoeOutput(OutputSettings):
@@ -123,11 +124,12 @@ class TahoeConfig(Strict):
 
     @model_validator(mode="after")
     def _known_strategies(self) -> TahoeConfig:
-        unknown = sorted(set(self.strategies) - set(ARM_NAMES))
+        unknown = sorted(set(self.strategies) - set(STRATEGY_NAMES))
         if unknown:
-            raise ValueError(f"unknown strategy {unknown[0]!r} (known: {', '.join(ARM_NAMES)})")
+            known = ", ".join(STRATEGY_NAMES)
+            raise ValueError(f"unknown strategy {unknown[0]!r} (known: {known})")
         for name, settings in self.strategies.items():
-            if not ARMS[name].blocked and settings.block_size not in (None, 1):
+            if not STRATEGIES[name].blocked and settings.block_size not in (None, 1):
                 raise ValueError(f"strategies.{name}.block_size is {settings.block_size}, but "
                                  f"{name} reads single rows by definition (block size 1)")
         # A config may list only some strategies, each with only some keys; the rest
@@ -136,12 +138,12 @@ class TahoeConfig(Strict):
         for name, settings in merged.items():
             if settings.block_size is None:
                 merged[name] = settings.model_copy(
-                    update={"block_size": DEFAULT_BLOCK if ARMS[name].blocked else 1})
+                    update={"block_size": DEFAULT_BLOCK if STRATEGIES[name].blocked else 1})
         object.__setattr__(self, "strategies", merged)
         return self
 
     def enabled_strategies(self) -> list[str]:
-        return [name for name in ARM_NAMES if self.strategies[name].enabled]
+        return [name for name in STRATEGY_NAMES if self.strategies[name].enabled]
 
 
 def load_tahoe_config(name_or_path: str, overrides: dict[str, Any] | None = None) -> TahoeConfig:
@@ -169,9 +171,9 @@ def load_tahoe_config(name_or_path: str, overrides: dict[str, Any] | None = None
 
 # The loader bench's reference loaders beside the registry's strategies: what the seed
 # ran (AnnCollection), what per-row reads cost, and what in-order reads and the bytes
-# themselves allow (raycell/tahoe/references.py).
+# themselves allow (raycell/tahoe/bench/references.py).
 REFERENCE_LOADERS = ("per_row_backed", "seed_anncollection", "sequential_limit", "storage_limit")
-BENCH_STRATEGIES = ARM_NAMES + REFERENCE_LOADERS
+BENCH_STRATEGIES = STRATEGY_NAMES + REFERENCE_LOADERS
 
 
 def check_bench_strategies(names) -> tuple[str, ...]:

@@ -17,12 +17,12 @@ from raycell.core.config import config_key, numeric_ray_settings
 from raycell.core.grid import GridRun, Workload, run_grid
 from raycell.core.layout import EPOCH_LOG
 from raycell.core.tracking import flatten
-from raycell.tahoe.arms import get_arm
 from raycell.tahoe.config import TahoeConfig
 from raycell.tahoe.inputs import TahoeInputs
-from raycell.tahoe.plots import write_figures
-from raycell.tahoe.report import sections
-from raycell.tahoe.results import CURVE_COLUMNS, EPOCH_METRICS, summary_row
+from raycell.tahoe.loaders.strategies import get_strategy
+from raycell.tahoe.outputs.plots import write_figures
+from raycell.tahoe.outputs.report import sections
+from raycell.tahoe.outputs.results import CURVE_COLUMNS, EPOCH_METRICS, summary_row
 from raycell.tahoe.trial import trial
 
 
@@ -31,7 +31,7 @@ def run_settings(cfg: TahoeConfig, strategy: str, seed: int) -> dict[str, Any]:
     payload = cfg.model_dump(exclude={"output", "strategies", "ray"})
     payload["training"].pop("seeds")
     payload["ray"] = numeric_ray_settings(cfg.ray)
-    if get_arm(strategy).kind != "ray_data":  # Ray Data settings leave these arms' numbers alone
+    if get_strategy(strategy).kind != "ray_data":  # Ray Data settings change no other number
         payload.pop("ray_data")
     payload["strategy"] = {"name": strategy, **cfg.strategies[strategy].model_dump()}
     payload["seed"] = seed

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from raycell.core.errors import RaycellError
 from raycell.tahoe.config import TahoeConfig
-from raycell.tahoe.labels import LabelSpace
-from raycell.tahoe.plates import (
+from raycell.tahoe.data.labels import LabelSpace
+from raycell.tahoe.data.plates import (
     CONTROL_DRUG,
     TahoeSplit,
     find_drug_table,
@@ -22,7 +22,7 @@ from raycell.tahoe.plates import (
     read_split,
     select_plates,
 )
-from raycell.tahoe.synthetic import ensure_tahoe
+from raycell.tahoe.data.synthetic import ensure_tahoe
 
 
 @dataclass(frozen=True)

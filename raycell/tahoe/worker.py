@@ -1,8 +1,8 @@
-"""The Tahoe plan for the core worker skeleton: one arm's batches into the 4-head model.
+"""The Tahoe plan for the core worker skeleton: one strategy's batches into the 4-head model.
 
-Training batches come from the arm registry (each rank reads its own share, epoch
-by epoch); the test set streams in order through scDataset on every arm, so every
-arm is scored by the same evaluator. Confusion matrices are all-reduced so rank 0
+Training batches come from the strategy registry (each rank reads its own share, epoch
+by epoch); the test set streams in order through scDataset on every strategy, so every
+strategy is scored by the same evaluator. Confusion matrices are all-reduced so rank 0
 reports metrics of the whole test set.
 """
 
@@ -18,13 +18,13 @@ import torch
 from scdataset import Streaming
 
 from raycell.core.worker import Plan, WorkerContext, all_reduce, fit
-from raycell.tahoe.arms import LoaderSettings, get_arm
 from raycell.tahoe.config import TahoeConfig
+from raycell.tahoe.data.sparse import TahoeRows
 from raycell.tahoe.inputs import TahoeInputs
-from raycell.tahoe.metrics import classification_scores
-from raycell.tahoe.model import MultiTaskLinear
-from raycell.tahoe.scdataset_arms import make_dataset, make_loader
-from raycell.tahoe.sparse import TahoeRows
+from raycell.tahoe.loaders.scdataset_loader import make_dataset, make_loader
+from raycell.tahoe.loaders.strategies import LoaderSettings, get_strategy
+from raycell.tahoe.model.metrics import classification_scores
+from raycell.tahoe.model.multitask import MultiTaskLinear
 
 
 class TahoePlan(Plan):
@@ -53,7 +53,8 @@ class TahoePlan(Plan):
             block_size=cfg.strategies[self.strategy].block_size,
             min_count_baseline=cfg.weights.min_count_baseline, seed=self.seed,
             rank=ctx.rank, world=ctx.world)
-        self.train_batches = get_arm(self.strategy).epochs(inputs.train, inputs.labels, settings)
+        strategy = get_strategy(self.strategy)
+        self.train_batches = strategy.epochs(inputs.train, inputs.labels, settings)
         self.test_set = make_dataset(
             TahoeRows(inputs.test, inputs.labels), Streaming(shuffle=False),
             cfg.training.batch_size, cfg.scdataset.fetch_factor, self.seed, ctx.rank, ctx.world)

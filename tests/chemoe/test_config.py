@@ -1,4 +1,4 @@
-from raycell.cli import CHEMOE_OVERRIDES, build_parser, overrides
+from raycell.cli import CHEMOE_FLAGS, build_parser, overrides
 
 
 def test_chemoe_flags_override_the_config():
@@ -7,7 +7,7 @@ def test_chemoe_flags_override_the_config():
     args = build_parser().parse_args(
         ["chemoe", "--cell_line", "A549", "MCF7", "--fold", "0", "3", "--model", "chemoe",
          "ridge", "--top_k", "1", "--lr", "0.001", "--use_gpu", "--gpus_per_worker", "0.25"])
-    cfg = load_chemoe_config(args.config, overrides(args, CHEMOE_OVERRIDES))
+    cfg = load_chemoe_config(args.config, overrides(args, CHEMOE_FLAGS))
     assert cfg.grid.cell_lines == ["A549", "MCF7"] and cfg.grid.folds == [0, 3]
     assert cfg.grid.models == ["chemoe", "ridge"] and cfg.model.top_k == 1
     assert cfg.training.lr == 0.001 and cfg.training.weight_decay == 1e-3  # seed default kept

@@ -17,8 +17,8 @@ SLICES = ("tahoe", "chemoe")
 # worker).
 RAY_ALLOWED = {"core/runtime.py", "core/tracking.py", "core/grid.py", "core/trial.py",
                "core/worker.py", "core/metrics.py", "core/console.py",
-               "tahoe/worker.py", "tahoe/grid.py", "tahoe/raydata.py", "tahoe/bench.py",
-               "tahoe/trial.py", "chemoe/worker.py", "chemoe/grid.py", "chemoe/trial.py"}
+               "tahoe/worker.py", "tahoe/grid.py", "tahoe/trial.py", "tahoe/loaders/raydata.py",
+               "tahoe/bench/loaders.py", "chemoe/worker.py", "chemoe/grid.py", "chemoe/trial.py"}
 
 
 def _name(path: Path) -> str:
@@ -128,5 +128,36 @@ def test_no_module_imports_itself_back():
 def test_the_checks_see_transitive_and_lazy_imports():
     """The walk itself: the CLI reaches a slice's Ray modules only through its commands."""
     assert "ray" not in reached("raycell.cli", at_import_time=True)
-    assert "raycell.tahoe.bench" in reached("raycell.cli", at_import_time=False)
+    assert "raycell.tahoe.bench.loaders" in reached("raycell.cli", at_import_time=False)
     assert "raycell.core.errors" in reached("raycell.tahoe.config", at_import_time=True)
+
+
+def test_the_report_draws_each_workload_from_a_module_that_exists():
+    from raycell.report import SECTIONS
+
+    assert set(SECTIONS) == set(SLICES)
+    assert all(module in MODULES for module in SECTIONS.values())
+
+
+def _documented_tree() -> set[str]:
+    """The files of docs/architecture.md's tree: two spaces of indent a level."""
+    text = (PACKAGE.parent / "docs" / "architecture.md").read_text()
+    block = text.split("```tree\n", 1)[1].split("```", 1)[0]
+    folders: list[str] = []
+    files = set()
+    for line in block.splitlines():
+        entry = line.split()[0]
+        depth = (len(line) - len(line.lstrip())) // 2
+        del folders[depth:]
+        if entry.endswith("/"):
+            folders.append(entry.rstrip("/"))
+        else:
+            files.add("/".join([*folders, entry]))
+    return files
+
+
+def test_the_architecture_page_shows_the_tree_as_it_is():
+    root = PACKAGE.parent
+    actual = {str(p.relative_to(root)) for p in PACKAGE.rglob("*.py")
+              if p.name != "__init__.py" or p.parent == PACKAGE}
+    assert _documented_tree() == actual

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from raycell.core.page_cache import evict, evict_settled, resident_fraction, warm
-from tests.tahoe.test_bench import on_tmpfs
+from tests.tahoe.bench.test_loaders import on_tmpfs
 
 
 def test_a_file_is_evicted_then_warmed(tmp_path):

@@ -87,15 +87,15 @@ def _resumed_like_the_reference(save: Path, reference: pd.DataFrame, strategy: s
 def test_ctrl_c_stops_a_grid_on_one_line_and_the_same_command_skips_resumes_and_starts(
         tahoe_reference, tahoe_dir, tmp_path, ray_address, stale_ray_record):
     save = tmp_path / "out"
-    arms = {name: {"enabled": name in ("streaming", "block_shuffling", "random")}
+    strategies = {name: {"enabled": name in ("streaming", "block_shuffling", "random")}
             for name in ("streaming", "streaming_buffer", "block_shuffling", "random",
                          "weighted_block", "weighted_true", "ray_streaming", "ray_buffer",
                          "ray_block_shuffle")}
-    config = tahoe_yaml(tmp_path / "c.yaml", tahoe_dir, save, EPOCHS, strategies=arms)
+    config = tahoe_yaml(tmp_path / "c.yaml", tahoe_dir, save, EPOCHS, strategies=strategies)
     args = ("tahoe", "--config", str(config), "--all")
     log = tmp_path / "stopped.log"
     # On a host where a Ray cluster was left behind (its record stale): the run starts a
-    # local cluster of its own all the same, and says so. Ctrl-C once the first arm (in
+    # local cluster of its own all the same, and says so. Ctrl-C once the first strategy (in
     # the registry's order) has its row and the second (block_shuffling) a checkpoint;
     # the third has not started.
     proc = start_cli(*args, log=log, env=stale_ray_record)
@@ -196,7 +196,7 @@ def test_a_killed_chemoe_run_resumes_with_the_same_predictions(tiny_chemoe_grid,
 def test_a_killed_worker_restarts_from_the_last_checkpoint(tahoe_reference, tahoe_dir, head,
                                                            tmp_path):
     """Ray Train's own restart (ray.max_failures 1) after one worker process dies, on a
-    Ray Data arm: its block order comes from the epoch, so the restart reads what an
+    Ray Data strategy: its block order comes from the epoch, so the restart reads what an
     uninterrupted run reads. The run starts a local cluster of its own on a host where
     another cluster runs (the service tests' head, recorded in Ray's temp folder)."""
     save = tmp_path / "out"

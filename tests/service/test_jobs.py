@@ -16,8 +16,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from raycell.tahoe.labels import TASKS
-from raycell.tahoe.results import TASK_METRICS
+from raycell.tahoe.data.labels import TASKS
+from raycell.tahoe.outputs.results import TASK_METRICS
 from tests.conftest import REFERENCE_EPOCHS, REFERENCE_STRATEGIES
 from tests.service.conftest import tahoe_entrypoint
 from tests.service.processes import REPO, submit, wait_job

@@ -71,7 +71,7 @@ def test_compare_view_has_strategy_and_seed_as_params_and_the_same_metrics(recor
     assert sorted((p["strategy"], p["seed"]) for p in params) == sorted(
         (s, str(seed)) for s in STRATEGIES for seed in CLI_SEEDS)
     names = [{m["key"] for m in c["data"]["metrics"]} for c in children]
-    assert all(n == names[0] for n in names)  # arms side by side: one set of metric names
+    assert all(n == names[0] for n in names)  # strategies side by side: one set of metric names
     assert {"drug_macro_f1", "cells_per_s", "train_seconds", "epoch"} <= names[0]
 
 

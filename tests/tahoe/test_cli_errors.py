@@ -6,7 +6,7 @@ import anndata
 import pandas as pd
 import pytest
 
-from raycell.tahoe.plates import PLATE_FILENAME
+from raycell.tahoe.data.plates import PLATE_FILENAME
 from tests.conftest import assert_clean_error, run_main
 
 PLATES = ["--train_plates", "1", "2", "--test_plates", "3"]

@@ -1,15 +1,15 @@
 import pytest
 
-from raycell.cli import TAHOE_OVERRIDES, build_parser, overrides
+from raycell.cli import TAHOE_FLAGS, build_parser, overrides
 from raycell.core.errors import RaycellError
-from raycell.tahoe.arms import ARM_NAMES
 from raycell.tahoe.config import load_tahoe_config
+from raycell.tahoe.loaders.strategies import STRATEGY_NAMES
 
 
 @pytest.mark.parametrize("name", ["default", "pilot", "demo"])
 def test_packaged_configs_load(name):
     cfg = load_tahoe_config(name)
-    assert cfg.enabled_strategies() == list(ARM_NAMES)
+    assert cfg.enabled_strategies() == list(STRATEGY_NAMES)
     assert cfg.scdataset.fetch_factor == 256 and cfg.training.batch_size == 64
     assert cfg.training.log1p is False  # raw counts into the model, as the seed
 
@@ -27,7 +27,7 @@ def test_cli_values_override_the_config():
          "--block_size", "32", "--num_workers", "3", "--h5ad_dir", "/data/tahoe",
          "--seed", "1", "2"]
     )
-    cfg = load_tahoe_config(args.config, overrides(args, TAHOE_OVERRIDES))
+    cfg = load_tahoe_config(args.config, overrides(args, TAHOE_FLAGS))
     assert cfg.training.batch_size == 128 and cfg.training.num_epochs == 2
     assert cfg.training.seeds == [1, 2]
     assert cfg.strategies["block_shuffling"].block_size == 32
@@ -43,7 +43,7 @@ def test_cli_values_override_the_config():
 def test_log1p_is_an_option_from_the_command_line():
     for flag, want in (("--log1p", True), ("--no-log1p", False)):
         args = build_parser().parse_args(["tahoe", "--config", "demo", "--all", flag])
-        assert load_tahoe_config(args.config, overrides(args, TAHOE_OVERRIDES)).training.log1p \
+        assert load_tahoe_config(args.config, overrides(args, TAHOE_FLAGS)).training.log1p \
             is want
 
 
@@ -83,7 +83,7 @@ def test_unknown_packaged_config():
 
 
 @pytest.mark.parametrize("name", ["random", "weighted_true", "streaming", "ray_buffer"])
-def test_a_single_row_arm_with_a_block_size_is_refused(name):
+def test_a_single_row_strategy_with_a_block_size_is_refused(name):
     with pytest.raises(RaycellError) as err:
         load_tahoe_config("default", {f"strategies.{name}.block_size": 16})
     message = str(err.value)
@@ -91,12 +91,12 @@ def test_a_single_row_arm_with_a_block_size_is_refused(name):
     assert "\n" not in message
 
 
-def test_block_arms_take_any_block_size():
+def test_block_strategies_take_any_block_size():
     cfg = load_tahoe_config("default", {"strategies.weighted_block.block_size": 4})
     assert cfg.strategies["weighted_block"].block_size == 4
 
 
-def test_an_arm_listed_with_some_keys_keeps_its_own_block_size(tmp_path):
+def test_a_strategy_listed_with_some_keys_keeps_its_own_block_size(tmp_path):
     path = tmp_path / "mine.yaml"
     path.write_text("strategies:\n  block_shuffling: {enabled: true}\n  random: {enabled: true}\n")
     cfg = load_tahoe_config(str(path))

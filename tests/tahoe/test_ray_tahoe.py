@@ -11,11 +11,11 @@ import pytest
 from PIL import Image
 
 from raycell.core.layout import REPORT_FILE
-from raycell.tahoe.arms import ARM_NAMES
+from raycell.tahoe.data.labels import TASKS
 from raycell.tahoe.grid import tahoe_grid
 from raycell.tahoe.inputs import load_tahoe_inputs
-from raycell.tahoe.labels import TASKS
-from raycell.tahoe.results import SUMMARY_COLUMNS
+from raycell.tahoe.loaders.strategies import STRATEGY_NAMES
+from raycell.tahoe.outputs.results import SUMMARY_COLUMNS
 from tests.conftest import run_cli, tiny_config
 from tests.report_html import PNG, column, read_report
 from tests.service.processes import chromium
@@ -32,7 +32,7 @@ def grid(tahoe_dir, tmp_path_factory, ray_address):
                                           "training.learning_rate": 0.02,
                                           "ray.max_concurrent_trials": 2})
     inputs = load_tahoe_inputs(cfg)
-    summary = tahoe_grid(cfg, inputs, list(ARM_NAMES))
+    summary = tahoe_grid(cfg, inputs, list(STRATEGY_NAMES))
     return cfg, inputs, save, summary
 
 
@@ -40,13 +40,13 @@ def test_summary_has_a_row_per_strategy_with_the_seed_columns(grid):
     _, _, save, summary = grid
     on_disk = pd.read_csv(save / "summary.csv")
     assert list(on_disk.columns) == [*SUMMARY_COLUMNS, "run_name", "mlflow_run_id"]
-    assert sorted(on_disk["run_name"]) == sorted(f"{s}-seed0" for s in ARM_NAMES)
-    assert sorted(on_disk["strategy"]) == sorted(ARM_NAMES)
+    assert sorted(on_disk["run_name"]) == sorted(f"{s}-seed0" for s in STRATEGY_NAMES)
+    assert sorted(on_disk["strategy"]) == sorted(STRATEGY_NAMES)
     assert (on_disk["epochs"] == EPOCHS).all()
     assert (on_disk["train_seconds"] > 0).all() and (on_disk["cells_per_s"] > 0).all()
     for task in TASKS:
         assert on_disk[f"{task}_macro_f1"].between(0, 1).all()
-    assert on_disk["cell_line_accuracy"].min() > 0.6  # the easy task is learnt by every arm
+    assert on_disk["cell_line_accuracy"].min() > 0.6  # the easy task is learnt by every strategy
 
 
 def test_settings_name_every_run_key_and_what_went_into_the_model(grid):
@@ -54,13 +54,13 @@ def test_settings_name_every_run_key_and_what_went_into_the_model(grid):
     settings = pd.read_csv(save / "settings.csv", dtype={"run_key": str})
     assert sorted(settings["run_key"]) == sorted(summary["run_key"].astype(str))
     assert (~settings["training.log1p"]).all()  # raw counts, the default
-    assert sorted(settings["strategy.name"]) == sorted(ARM_NAMES)
+    assert sorted(settings["strategy.name"]) == sorted(STRATEGY_NAMES)
 
 
 def test_every_epoch_evaluates_the_whole_test_set_once_across_ranks(grid):
     _, inputs, save, _ = grid
     curves = pd.read_csv(save / "curves.csv")
-    assert len(curves) == len(ARM_NAMES) * EPOCHS
+    assert len(curves) == len(STRATEGY_NAMES) * EPOCHS
     assert (curves["test_cells"] == len(inputs.test)).all()
     # Both ranks train: together they see (nearly) the whole training split each epoch.
     assert (curves["train_cells"] > 0.8 * len(inputs.train)).all()
@@ -75,7 +75,7 @@ def test_mlflow_has_a_parent_and_one_finished_child_per_strategy(grid):
     parents = [r for r in runs if "run_key" not in r.data.tags]
     children = [r for r in runs if "run_key" in r.data.tags]
     assert len(parents) == 1 and parents[0].data.tags["raycell.workload"] == "tahoe"
-    assert sorted(r.data.tags["strategy"] for r in children) == sorted(ARM_NAMES)
+    assert sorted(r.data.tags["strategy"] for r in children) == sorted(STRATEGY_NAMES)
     assert all(r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for r in children)
     assert all(r.info.status == "FINISHED" for r in runs)
     # The summary names each run's MLflow run.
@@ -114,8 +114,8 @@ def test_restart_trains_again_and_replaces_row_and_mlflow_run(grid):
     old = summary.set_index("strategy").loc["random", "mlflow_run_id"]
     again = tahoe_grid(cfg, inputs, ["random"], restart=True)
     on_disk = pd.read_csv(save / "summary.csv")
-    assert len(on_disk) == len(ARM_NAMES) and on_disk["run_key"].is_unique
-    assert len(pd.read_csv(save / "curves.csv")) == len(ARM_NAMES) * EPOCHS
+    assert len(on_disk) == len(STRATEGY_NAMES) and on_disk["run_key"].is_unique
+    assert len(pd.read_csv(save / "curves.csv")) == len(STRATEGY_NAMES) * EPOCHS
     new = again.set_index("strategy").loc["random", "mlflow_run_id"]
     assert new != old
     client = mlflow.MlflowClient(f"sqlite:///{save}/mlflow.db")
@@ -129,7 +129,7 @@ def test_restart_trains_again_and_replaces_row_and_mlflow_run(grid):
 
 
 def test_figures_are_written_from_the_results(grid):
-    from raycell.tahoe.plots import write_figures
+    from raycell.tahoe.outputs.plots import write_figures
 
     _, _, save, _ = grid
     paths = write_figures(save)
@@ -148,7 +148,7 @@ def test_the_grid_writes_a_self_contained_report_of_every_run(grid):
     assert len(report.images) == 2 and all(i.startswith(PNG) for i in report.images)
     per_strategy, every_run, differing, shared = report.tables
     on_disk = pd.read_csv(save / "summary.csv", dtype={"run_key": str})
-    assert sorted(column(per_strategy, "strategy")) == sorted(ARM_NAMES)
+    assert sorted(column(per_strategy, "strategy")) == sorted(STRATEGY_NAMES)
     by_key = on_disk.set_index("run_key")
     for key, run_id, drug in zip(column(every_run, "run_key"), column(every_run, "mlflow_run_id"),
                                  column(every_run, "drug"), strict=True):
@@ -170,8 +170,8 @@ def test_a_report_over_a_grid_and_a_bench_folder_renders_in_chromium(grid, tmp_p
     report = read_report(out)
     assert report.headings[0] == f"{save.name}: Which strategy: macro F1 against training time"
     assert report.headings[-1].startswith("bench: Loader throughput against batch diversity")
-    arms = column(report.tables[-1], "arm")
-    assert {"block_shuffling", "storage_limit"} <= set(arms)
+    strategies = column(report.tables[-1], "strategy")
+    assert {"block_shuffling", "storage_limit"} <= set(strategies)
     shot = tmp_path / "report.png"
     chromium(f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", out.as_uri(),
              size="1280,1600")

@@ -1,0 +1,1 @@
+"""Benchmarks: loader throughput against batch diversity, and training cells/s."""

@@ -1,0 +1,1 @@
+"""The 4-task linear classifier, its sparse input path, and macro F1 from confusion matrices."""

@@ -1,0 +1,124 @@
+"""`raycell bench loaders`: diversity metric, a short real run, and bad input."""
+
+import anndata
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+from scipy.stats import entropy
+
+from raycell.core.errors import RaycellError
+from raycell.tahoe.bench.loaders import BENCH_COLUMNS, entropy_bits
+from raycell.tahoe.config import BENCH_STRATEGIES, check_bench_strategies
+from tests.conftest import joined, run_cli, run_main
+from tests.tahoe.test_cli_errors import copy_plates, plate
+
+
+def test_entropy_matches_scipy():
+    rng = np.random.default_rng(0)
+    for codes in (rng.integers(0, 7, 64), np.zeros(64, int), np.r_[np.zeros(32), np.ones(32)]):
+        codes = codes.astype(int)
+        assert entropy_bits(codes) == pytest.approx(entropy(np.bincount(codes), base=2))
+
+
+def test_unknown_strategy_is_named():
+    with pytest.raises(RaycellError, match="unknown strategy 'blocks'"):
+        check_bench_strategies(["block_shuffling", "blocks"])
+    assert check_bench_strategies(["random", "random"]) == ("random",)
+
+
+ARMS_SHORT = ["streaming", "random", "block_shuffling", "ray_buffer", "per_row_backed",
+              "seed_anncollection", "sequential_limit", "storage_limit"]
+
+
+@pytest.mark.ray
+def test_a_short_run_writes_every_arm_cold_and_warm_bare_and_in_a_ray_train_worker(
+        tahoe_dir, tmp_path, ray_address):
+    out = tmp_path / "bench"
+    done = run_cli("bench", "loaders", "--data", str(tahoe_dir), "--seconds", "0.2",
+                   "--warmup", "0.05", "--batch_size", "16", "--fetch_factor", "4",
+                   "--block_size", "4", "--rounds", "2", "--strategies", *ARMS_SHORT,
+                   "--out", str(out), timeout=600, env=joined(ray_address))
+    assert done.returncode == 0, done.stderr[-2000:]
+    bench = pd.read_csv(out / "bench.csv")
+    assert list(bench.columns) == BENCH_COLUMNS
+    assert len(bench) == 2 * 2 * 2 * len(ARMS_SHORT)  # two places, two caches, two rounds
+    assert set(bench["where"]) == {"bare", "ray_train"} and set(bench["round"]) == {1, 2}
+    assert set(bench["cache"]) == {"cold", "warm"} and set(bench["consumer"]) == {"sparse"}
+    assert (bench["cells_per_s"] > 0).all() and (bench["batches"] > 0).all()
+    # Each cold arm starts with its plates out of the page cache, each warm one in it.
+    if not on_tmpfs(tahoe_dir):
+        assert (bench.loc[bench["cache"] == "cold", "resident_before"] < 0.05).all()
+    assert (bench.loc[bench["cache"] == "warm", "resident_before"] > 0.95).all()
+    bare = bench[(bench["where"] == "bare") & (bench["round"] == 1)
+                 & (bench["cache"] == "warm")].set_index("arm")
+    # In-order streaming sees one or two wells a batch; random draws mix drugs and plates.
+    assert bare.at["streaming", "drug_entropy"] < 0.5 * bare.at["random", "drug_entropy"]
+    assert bare.at["random", "plate_entropy"] > 0.5
+    assert (out / "bench.png").stat().st_size > 10_000
+    assert "cold: block_shuffling / storage_limit" in done.stdout
+    assert "warm: block_shuffling / sequential_limit" in done.stdout
+    assert "block_shuffling" in done.stderr + done.stdout  # progress, one line per strategy
+
+
+def on_tmpfs(path) -> bool:
+    """tmpfs keeps files in memory: no eviction takes there."""
+    mounts = [line.split() for line in open("/proc/self/mounts")]
+    path = str(path.resolve())
+    best = max((m for m in mounts if path.startswith(m[1])), key=lambda m: len(m[1]))
+    return best[2] == "tmpfs"
+
+
+def test_the_bench_measures_every_registry_strategy():
+    from raycell.tahoe.loaders.strategies import STRATEGY_NAMES
+
+    assert set(STRATEGY_NAMES) < set(BENCH_STRATEGIES)
+    assert len(BENCH_STRATEGIES) == len(STRATEGY_NAMES) + 4
+
+
+def _no_plates(root):
+    for path in root.glob("plate*.h5ad"):
+        path.unlink()
+    return "holds no plate files"
+
+
+def _dense_x(root):
+    adata = anndata.read_h5ad(plate(root, 2))
+    adata.X = sp.csc_matrix(adata.X)
+    adata.write_h5ad(plate(root, 2))
+    return f"{plate(root, 2).name}: X is not a CSR matrix"
+
+
+@pytest.mark.parametrize("breaker", [_no_plates, _dense_x])
+def test_bad_data_is_one_line_and_exit_code_2(tahoe_dir, tmp_path, breaker):
+    root = copy_plates(tahoe_dir, tmp_path / "data")
+    expected = breaker(root)
+    out = tmp_path / "bench"
+    done = run_main("bench", "loaders", "--data", str(root), "--out", str(out))
+    assert done.returncode == 2
+    assert expected in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in done.stderr
+    assert not out.exists()  # nothing half-written
+
+
+def test_unknown_strategy_in_the_list_is_one_line_and_exit_code_2(tmp_path):
+    done = run_main("bench", "loaders", "--strategies", "random", "ray_random",
+                   "--out", str(tmp_path / "b"))
+    assert done.returncode == 2
+    assert "unknown strategy 'ray_random'" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--seconds", "0"], "--seconds must be positive"),
+    (["--rounds", "0"], "--rounds must be positive"),
+    (["--num_workers", "-1"], "--num_workers must not be negative"),
+    (["--warmup", "-1"], "--warmup must not be negative"),
+    (["--device", "tpu"], "--device 'tpu': use cpu or cuda"),
+    (["--cache", "lukewarm"], "--cache 'lukewarm': use cold | warm | both"),
+    (["--consumer", "csr"], "--consumer 'csr': use sparse | dense"),
+])
+def test_bad_bench_flags_are_one_line_and_exit_code_2(tmp_path, args, expected):
+    done = run_main("bench", "loaders", *args, "--out", str(tmp_path / "b"))
+    assert done.returncode == 2 and expected in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and not (tmp_path / "b").exists()

@@ -1,0 +1,82 @@
+"""The Ray Data strategies on the session's Ray cluster: rows, order, per-epoch reshuffling from the
+epoch alone (exact resume), ranks' shares."""
+
+import numpy as np
+import pytest
+
+from raycell.tahoe.data.sparse import TahoeRows
+from raycell.tahoe.inputs import load_tahoe_inputs
+from raycell.tahoe.loaders.raydata import row_groups
+from raycell.tahoe.loaders.strategies import STRATEGIES, LoaderSettings
+from tests.conftest import tiny_config
+
+pytestmark = pytest.mark.ray
+READ_ROWS, BLOCK, BATCH, BUFFER = 100, 4, 16, 64
+
+
+@pytest.fixture(scope="module")
+def inputs(tahoe_dir, tmp_path_factory, ray_address):
+    return load_tahoe_inputs(tiny_config(tahoe_dir, tmp_path_factory.mktemp("o")))
+
+
+def _epochs(inputs, name, seed=0, rank=0, world=1):
+    s = LoaderSettings(batch_size=BATCH, fetch_factor=4, num_workers=0, read_rows=READ_ROWS,
+                       buffer_rows=BUFFER, block_size=BLOCK if STRATEGIES[name].blocked else 1,
+                       min_count_baseline=1000, seed=seed, rank=rank, world=world)
+    return STRATEGIES[name].epochs(inputs.train, inputs.labels, s)
+
+
+def _rows(epoch_batches, epoch):
+    return np.concatenate([b.rows for b in epoch_batches(epoch)])
+
+
+def test_rows_arrive_as_the_csr_reader_reads_them(inputs):
+    batches = list(_epochs(inputs, "ray_block_shuffle")(0))
+    reference = TahoeRows(inputs.train, inputs.labels)
+    for batch in batches[:5]:
+        expected = reference[np.sort(batch.rows)]
+        order = np.argsort(batch.rows)
+        assert (batch.x[order] != expected.x).nnz == 0
+        np.testing.assert_array_equal(batch.labels[order], expected.labels)
+    assert all(len(b) == BATCH for b in batches[:-1])
+
+
+@pytest.mark.parametrize("name", ["ray_streaming", "ray_buffer", "ray_block_shuffle"])
+def test_every_strategy_reads_every_row_once_per_epoch(inputs, name):
+    rows = _rows(_epochs(inputs, name), 0)
+    np.testing.assert_array_equal(np.sort(rows), np.arange(len(inputs.train)))
+    in_order = bool((np.diff(rows) == 1).all())
+    assert in_order == (name == "ray_streaming")
+
+
+def test_block_order_comes_from_the_epoch_not_from_how_many_epochs_ran(inputs):
+    """A resumed run reads epoch 2 first: it must get what an uninterrupted run gets."""
+    name = "ray_block_shuffle"
+    uninterrupted = _epochs(inputs, name, seed=1)
+    first, second, third = (_rows(uninterrupted, e) for e in range(3))
+    assert not np.array_equal(first, second)  # a new order each epoch
+    resumed = _epochs(inputs, name, seed=1)
+    np.testing.assert_array_equal(_rows(resumed, 2), third)
+    assert not np.array_equal(_rows(_epochs(inputs, name, seed=2), 2), third)  # seeded
+
+
+def test_read_tasks_take_whole_blocks_of_rows(inputs):
+    n = len(inputs.train)
+    (plan,) = row_groups(n, READ_ROWS, BLOCK, seed=0, epoch=0)
+    groups = [g.rows() for g in plan]
+    assert all(g.size == task.size <= READ_ROWS for g, task in zip(groups, plan, strict=True))
+    for group in groups:
+        blocks, counts = np.unique(group // BLOCK, return_counts=True)
+        assert (counts[blocks < n // BLOCK] == BLOCK).all()
+    # Blocks are scattered over the split, not in order.
+    assert not np.array_equal(np.concatenate(groups), np.arange(n))
+    np.testing.assert_array_equal(np.sort(np.concatenate(groups)), np.arange(n))
+
+
+@pytest.mark.parametrize("name", ["ray_streaming", "ray_block_shuffle"])
+def test_ranks_read_disjoint_shares_in_equal_steps(inputs, name):
+    ranks = [[b.rows for b in _epochs(inputs, name, rank=r, world=2)(1)] for r in range(2)]
+    assert len(ranks[0]) == len(ranks[1])  # DDP ranks step together
+    a, b = np.concatenate(ranks[0]), np.concatenate(ranks[1])
+    assert not set(a) & set(b)
+    assert len(a) + len(b) > 0.9 * len(inputs.train)
