@@ -5,6 +5,7 @@ other slice; core and the report reach no slice; Ray enters only where the rules
 from __future__ import annotations
 
 import ast
+import re
 from functools import cache
 from pathlib import Path
 
@@ -161,3 +162,16 @@ def test_the_architecture_page_shows_the_tree_as_it_is():
     actual = {str(p.relative_to(root)) for p in PACKAGE.rglob("*.py")
               if p.name != "__init__.py" or p.parent == PACKAGE}
     assert _documented_tree() == actual
+
+
+def test_the_tests_the_docs_name_exist():
+    """A test named in the README or docs/ (``tests/x.py`` or ``tests/x.py::test_y``)."""
+    root = PACKAGE.parent
+    pages = [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+    named = {m for page in pages
+             for m in re.findall(r"(tests/[\w/]+\.py)(?:::(\w+))?", page.read_text())}
+    assert named
+    for path, test in named:
+        assert (root / path).is_file(), f"{path} is named in the docs but does not exist"
+        if test:
+            assert f"def {test}(" in (root / path).read_text(), f"{path}::{test} is gone"

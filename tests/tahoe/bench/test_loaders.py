@@ -27,31 +27,31 @@ def test_unknown_strategy_is_named():
     assert check_bench_strategies(["random", "random"]) == ("random",)
 
 
-ARMS_SHORT = ["streaming", "random", "block_shuffling", "ray_buffer", "per_row_backed",
+SHORT_LIST = ["streaming", "random", "block_shuffling", "ray_buffer", "per_row_backed",
               "seed_anncollection", "sequential_limit", "storage_limit"]
 
 
 @pytest.mark.ray
-def test_a_short_run_writes_every_arm_cold_and_warm_bare_and_in_a_ray_train_worker(
+def test_a_short_run_writes_every_strategy_cold_and_warm_bare_and_in_a_ray_train_worker(
         tahoe_dir, tmp_path, ray_address):
     out = tmp_path / "bench"
     done = run_cli("bench", "loaders", "--data", str(tahoe_dir), "--seconds", "0.2",
                    "--warmup", "0.05", "--batch_size", "16", "--fetch_factor", "4",
-                   "--block_size", "4", "--rounds", "2", "--strategies", *ARMS_SHORT,
+                   "--block_size", "4", "--rounds", "2", "--strategies", *SHORT_LIST,
                    "--out", str(out), timeout=600, env=joined(ray_address))
     assert done.returncode == 0, done.stderr[-2000:]
     bench = pd.read_csv(out / "bench.csv")
     assert list(bench.columns) == BENCH_COLUMNS
-    assert len(bench) == 2 * 2 * 2 * len(ARMS_SHORT)  # two places, two caches, two rounds
+    assert len(bench) == 2 * 2 * 2 * len(SHORT_LIST)  # two places, two caches, two rounds
     assert set(bench["where"]) == {"bare", "ray_train"} and set(bench["round"]) == {1, 2}
     assert set(bench["cache"]) == {"cold", "warm"} and set(bench["consumer"]) == {"sparse"}
     assert (bench["cells_per_s"] > 0).all() and (bench["batches"] > 0).all()
-    # Each cold arm starts with its plates out of the page cache, each warm one in it.
+    # Each cold strategy starts with its plates out of the page cache, each warm one in it.
     if not on_tmpfs(tahoe_dir):
         assert (bench.loc[bench["cache"] == "cold", "resident_before"] < 0.05).all()
     assert (bench.loc[bench["cache"] == "warm", "resident_before"] > 0.95).all()
     bare = bench[(bench["where"] == "bare") & (bench["round"] == 1)
-                 & (bench["cache"] == "warm")].set_index("arm")
+                 & (bench["cache"] == "warm")].set_index("strategy")
     # In-order streaming sees one or two wells a batch; random draws mix drugs and plates.
     assert bare.at["streaming", "drug_entropy"] < 0.5 * bare.at["random", "drug_entropy"]
     assert bare.at["random", "plate_entropy"] > 0.5
