@@ -44,6 +44,19 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+def _custom_resources(resources: dict[str, float]) -> dict[str, float]:
+    for name in resources:
+        if name in ("CPU", "GPU", "memory", "object_store_memory"):
+            raise ValueError(f"{name!r} is not a custom resource: use cpus_per_worker, "
+                             "use_gpu and gpus_per_worker")
+    return resources
+
+
+# Custom resources a task or actor needs, as ``ray start --resources`` gives nodes them: the
+# way a config says "on a trainer node" or "on a data node" (cluster.yaml's node types).
+Resources = Annotated[dict[str, Annotated[float, Field(gt=0)]], AfterValidator(_custom_resources)]
+
+
 class RaySettings(Strict):
     num_workers: int = Field(1, ge=1)  # Ray Train workers (DDP ranks) per run
     use_gpu: bool = False
@@ -53,6 +66,11 @@ class RaySettings(Strict):
     max_concurrent_trials: int = Field(1, ge=1)  # 1: strategies are timed alone, like for like
     local_num_cpus: int | None = Field(None, ge=1)  # logical CPUs of a local cluster
     max_failures: int = Field(0, ge=0)  # Ray Train restarts from the last checkpoint
+    worker_resources: Resources = Field(default_factory=dict)  # each Ray Train worker's
+    read_resources: Resources = Field(default_factory=dict)  # each Ray Data read task's
+    # How long a grid waits for the cluster to place a run's workers before it gives up
+    # with what was asked and what the nodes have (an autoscaler may add nodes meanwhile).
+    schedule_timeout_s: float = Field(180.0, gt=0)
 
 
 class OutputSettings(Strict):

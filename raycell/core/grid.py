@@ -173,14 +173,18 @@ def run_grid(workload: Workload, runs: list[GridRun], save_dir: Path, settings: 
     the run's tags, flat.
     """
     check_save_dir(save_dir, workload, runs, restart)
+    finished = set() if restart else finished_keys(save_dir, workload)
+    todo = [run for run in runs if run.key not in finished]
+    if todo:  # Ray first: a cluster that cannot hold the runs leaves nothing written
+        if where := runtime.ensure_ray(settings):
+            say(where)
+        runtime.check_placement(settings)
     save_dir.mkdir(parents=True, exist_ok=True)
     (save_dir / MARKER_FILE).write_text(json.dumps({"workload": workload.name,
                                                     "results_file": workload.results_file}))
     uri = runtime.tracking_uri(save_dir)
     if restart:
         forget(save_dir, workload, runs, uri)
-    finished = finished_keys(save_dir, workload)
-    todo = [run for run in runs if run.key not in finished]
     for run in runs:
         if run.key in finished:
             say(f"skipped {run.name} ({run.key}): finished, its row is in "
@@ -200,9 +204,7 @@ def run_grid(workload: Workload, runs: list[GridRun], save_dir: Path, settings: 
 def _tune(workload: Workload, todo: list[GridRun], save_dir: Path, settings: RaySettings,
           experiment_name: str, shared: Callable[[], dict[str, Any]], uri: str,
           say: Callable[[str], None]) -> str:
-    """Run the trials; returns the grid's MLflow parent run id."""
-    if where := runtime.ensure_ray(settings):
-        say(where)
+    """Run the trials (Ray is up); returns the grid's MLflow parent run id."""
     experiment = runtime.experiment_id(uri, experiment_name, save_dir)
     grid_key = config_key(sorted(run.key for run in todo))
     by_key = {run.key: run for run in todo}

@@ -11,6 +11,7 @@
                             results.csv), written last: a row means the rest is there
       runs/<key>/           RUNS_DIR: a run's own files
         epochs.csv          EPOCH_LOG: one row per epoch, by rank 0
+        placement.json      PLACEMENT_FILE: the node of every rank, per attempt
         error.txt           ERROR_FILE: why its last attempt failed
       ray/<name>-<key>/     TRAIN_DIR: its Ray Train run
         checkpoint_manager_snapshot.json   TRAIN_SNAPSHOT: Ray Train V2's checkpoint record
@@ -29,6 +30,7 @@ RUNNING_FILE = "running.json"
 REPORT_FILE = "report.html"
 RUNS_DIR = "runs"
 EPOCH_LOG = "epochs.csv"
+PLACEMENT_FILE = "placement.json"
 ERROR_FILE = "error.txt"
 TRAIN_DIR = "ray"
 TRAIN_SNAPSHOT = "checkpoint_manager_snapshot.json"

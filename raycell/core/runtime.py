@@ -11,6 +11,7 @@ from ray.train import ScalingConfig
 
 from raycell.core.config import RaySettings
 from raycell.core.console import quiet_logs, verbose
+from raycell.core.errors import RaycellError
 
 PREEMPTION_WATCHER = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"  # Ray Train V2's switch
 
@@ -52,11 +53,49 @@ def ensure_ray(settings: RaySettings) -> str | None:
     return f"ray: started a local cluster ({cpus} logical CPUs; RAY_ADDRESS joins another)"
 
 
-def scaling_config(settings: RaySettings) -> ScalingConfig:
-    """Ray Train workers from the config: CPUs each, and (fractional) GPUs with use_gpu."""
+def worker_bundle(settings: RaySettings) -> dict[str, float]:
+    """What one Ray Train worker asks of a node: CPUs, (fractional) GPUs with use_gpu, and
+    the custom resources that place it on a node type (``ray.worker_resources``)."""
     gpus = {"GPU": settings.gpus_per_worker} if settings.use_gpu else {}
+    return {"CPU": settings.cpus_per_worker} | gpus | settings.worker_resources
+
+
+def scaling_config(settings: RaySettings) -> ScalingConfig:
     return ScalingConfig(num_workers=settings.num_workers, use_gpu=settings.use_gpu,
-                         resources_per_worker={"CPU": settings.cpus_per_worker} | gpus)
+                         resources_per_worker=worker_bundle(settings))
+
+
+def check_placement(settings: RaySettings) -> None:
+    """Refuse a run the cluster cannot place within ``ray.schedule_timeout_s``.
+
+    Ray leaves a placement group no node can hold pending for ever and only logs an
+    "infeasible" warning (docs/facts.md), so a typo in a resource name would hang a grid.
+    A placement group of one run's bundles (the trial's driver and every worker) is
+    asked for first: placed, it is given back at once; an autoscaler sees it pending and
+    may add nodes meanwhile; not placed in time, the run is refused with what was asked
+    and what the nodes have.
+    """
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    worker = worker_bundle(settings)
+    bundles = [{"CPU": settings.driver_cpus}] * bool(settings.driver_cpus)
+    group = placement_group(bundles + [worker] * settings.num_workers, strategy="PACK")
+    placed = group.wait(timeout_seconds=settings.schedule_timeout_s)
+    remove_placement_group(group)
+    if not placed:
+        nodes = [_shown(node["Resources"]) for node in ray.nodes() if node["Alive"]]
+        raise RaycellError(
+            f"the cluster cannot place {settings.num_workers} Ray Train worker(s) of "
+            f"{_shown(worker)} (and the trial's {settings.driver_cpus:g} CPU) within "
+            f"{settings.schedule_timeout_s:g} s (ray.schedule_timeout_s); its nodes have: "
+            + "; ".join(nodes))
+
+
+def _shown(resources: dict[str, float]) -> str:
+    """Resources as a person reads them: no per-node ids, no memory in bytes."""
+    kept = {k: v for k, v in sorted(resources.items())
+            if not k.startswith(("node:", "accelerator_type:")) and "memory" not in k}
+    return "{" + ", ".join(f"{k}: {v:g}" for k, v in kept.items()) + "}"
 
 
 def tracking_uri(save_dir: Path) -> str:

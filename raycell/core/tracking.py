@@ -23,6 +23,7 @@ from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
 from raycell.core.layout import EPOCH_LOG
+from raycell.core.placement import node_count, read_placement
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
@@ -167,6 +168,9 @@ class GridRecorder(Callback):
             self._log_epoch(key, {**self.last[key], "epoch": 0})
         summary, folder = self.summarize(key)
         self.client.log_dict(run_id, summary, "summary.json")
+        # How many nodes its ranks ran on (its last attempt): runs/<key>/placement.json.
+        nodes = node_count(read_placement(Path(trial.config["run"]["run_dir"])))
+        self.client.set_tag(run_id, "raycell.nodes", str(nodes))
         # Where the run's checkpoints are (Ray Train's run folder, on shared storage):
         # listed, not copied, since a checkpoint is the size of the model and optimizer.
         train_dir = Path(trial.config["storage"]) / trial.config["run"]["train_name"]

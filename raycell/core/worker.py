@@ -31,6 +31,7 @@ import torch.distributed as dist
 
 from raycell.core.layout import EPOCH_LOG, STATE_FILE
 from raycell.core.metrics import Progress
+from raycell.core.placement import record_placement
 from raycell.core.rows import upsert
 
 
@@ -145,6 +146,7 @@ def fit(plan: Plan, run_dir: str | Path, name: str) -> None:
         _set_rng_states(saved["rng"])
         start, train_seconds = saved["epoch"] + 1, saved["train_seconds"]
     resumed_from = start - 1  # told once, with the next report: the driver prints it
+    record_placement(run_dir, rank, worker.world, start)
 
     for epoch in range(start, plan.epochs + 1):
         worker.progress.epoch(epoch)

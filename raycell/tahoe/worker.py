@@ -52,7 +52,7 @@ class TahoePlan(Plan):
             buffer_rows=cfg.ray_data.shuffle_buffer_rows,
             block_size=cfg.strategies[self.strategy].block_size,
             min_count_baseline=cfg.weights.min_count_baseline, seed=self.seed,
-            rank=ctx.rank, world=ctx.world)
+            rank=ctx.rank, world=ctx.world, read_resources=cfg.ray.read_resources)
         strategy = get_strategy(self.strategy)
         self.train_batches = strategy.epochs(inputs.train, inputs.labels, settings)
         self.test_set = make_dataset(

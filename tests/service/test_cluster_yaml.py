@@ -51,7 +51,7 @@ def test_a_typo_in_a_key_is_refused(raw, where, typo):
 
 def _gpu_types(config: dict) -> dict[str, dict]:
     return {name: t for name, t in config["available_node_types"].items()
-            if name != config["head_node_type"]}
+            if name != config["head_node_type"] and "GPU" in t["resources"]}
 
 
 def test_the_worker_type_asks_for_gpus_and_scales_from_zero(raw):
@@ -65,6 +65,20 @@ def test_the_worker_type_asks_for_gpus_and_scales_from_zero(raw):
     head = raw["available_node_types"][raw["head_node_type"]]
     assert head["resources"].get("GPU", 0) == 0
     assert head["node_config"]["InstanceType"].split(".")[0] not in GPU_FAMILIES
+
+
+def test_the_placement_keys_name_resources_of_one_node_type_each(raw):
+    """ray.worker_resources {trainer: 1} lands on the GPU type, ray.read_resources {data: 1}
+    on the CPU-only data type, and each type can scale from zero within max_workers."""
+    types = raw["available_node_types"]
+    holding = {resource: [name for name, t in types.items() if resource in t["resources"]]
+               for resource in ("trainer", "data")}
+    assert holding == {"trainer": ["gpu_worker"], "data": ["data_worker"]}
+    data = types["data_worker"]
+    assert "GPU" not in data["resources"]
+    assert data["node_config"]["InstanceType"].split(".")[0] not in GPU_FAMILIES
+    assert sum(t.get("max_workers", 0) for n, t in types.items()
+               if n != raw["head_node_type"]) <= raw["max_workers"]
 
 
 def test_every_ray_start_sets_the_auth_mode_and_exports_metrics(raw):

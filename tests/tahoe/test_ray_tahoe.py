@@ -1,6 +1,7 @@
 """End to end on the session's Ray cluster: a Tune grid of every strategy, two DDP ranks
 each, MLflow in sqlite. Slow-ish (minutes on 2 cores)."""
 
+import json
 import shutil
 from pathlib import Path
 
@@ -88,6 +89,24 @@ def test_mlflow_has_a_parent_and_one_finished_child_per_strategy(grid):
     assert run.data.params["training.batch_size"] == "16"
     assert run.data.params["strategy"] == run.data.tags["strategy"]  # compare view: a param
     assert str(save) in run.info.artifact_uri  # absolute, beside the results
+
+
+def test_each_run_records_where_its_ranks_ran(grid):
+    """runs/<key>/placement.json: one attempt, both ranks, on this one-node cluster; the
+    MLflow run carries the node count."""
+    import ray
+
+    cfg, _, save, summary = grid
+    nodes = {n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]}
+    for key in summary["run_key"].astype(str):
+        entries = json.loads((save / "runs" / key / "placement.json").read_text())
+        assert [(e["attempt"], e["rank"], e["first_epoch"]) for e in entries] == [
+            (1, 0, 1), (1, 1, 1)]
+        assert all(nodes.get(e["node_id"]) == e["node_ip"] for e in entries)
+    client = mlflow.MlflowClient(f"sqlite:///{save}/mlflow.db")
+    experiment = client.get_experiment_by_name(cfg.output.experiment_name).experiment_id
+    children = [r for r in client.search_runs([experiment]) if "run_key" in r.data.tags]
+    assert {r.data.tags["raycell.nodes"] for r in children} == {"1"}
 
 
 def test_a_checkpoint_per_epoch_is_kept_under_the_run_key(grid):

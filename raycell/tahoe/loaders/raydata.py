@@ -24,7 +24,7 @@ uninterrupted run reads there.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import partial
 
@@ -171,9 +171,10 @@ def bytes_per_row(split: TahoeSplit) -> float:
     return nnz * 8 / max(len(split), 1) + 40
 
 
-def epoch_dataset(source: TahoeDatasource) -> Dataset:
-    """The Dataset of some row groups, read in the order given (preserve_order)."""
-    dataset = read_datasource(source)
+def epoch_dataset(source: TahoeDatasource, resources: Mapping[str, float]) -> Dataset:
+    """The Dataset of some row groups, read in the order given (preserve_order), each read
+    task on a node with ``resources`` (none: anywhere)."""
+    dataset = read_datasource(source, resources=dict(resources) or None)
     dataset.context.execution_options = ExecutionOptions(preserve_order=True)
     return dataset
 
@@ -192,7 +193,7 @@ def ray_data_epochs(split: TahoeSplit, labels: LabelSpace, strategy, s):
         steps = min(-(-sum(g.size for g in groups) // s.batch_size) for groups in shares)
         source = TahoeDatasource(split_ref, split.n_vars, row_bytes, labels, shares[s.rank])
         batches = iter_sparse_batches(
-            epoch_dataset(source), split.n_vars, s.batch_size,
+            epoch_dataset(source, s.read_resources), split.n_vars, s.batch_size,
             s.buffer_rows if strategy.shuffle_buffer else None, s.seed + 1000 * epoch + s.rank)
         return (batch for _, batch in zip(range(steps), batches, strict=False))
 

@@ -14,8 +14,8 @@ the batches an uninterrupted run reads there.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from raycell.core.errors import RaycellError
@@ -45,6 +45,8 @@ class LoaderSettings:
     seed: int
     rank: int = 0
     world: int = 1
+    # Ray Data: custom resources each read task needs (``ray.read_resources``: data nodes)
+    read_resources: Mapping[str, float] = field(default_factory=dict)
 
 
 EpochBatches = Callable[[int], Iterator["SparseBatch"]]  # epoch -> this rank's batches
