@@ -95,6 +95,32 @@ def tiny_config(tahoe_dir: Path, save_dir: Path, **overrides):
     return load_tahoe_config("default", {**base, **overrides})
 
 
+GRID_EPOCHS = 2
+
+
+def grid_config(tahoe_dir: Path, save_dir: Path, **overrides):
+    """The Tahoe grid's config: two DDP ranks a run, two trials at a time (a trial's
+    start-up, four Ray processes, waits as much as it works)."""
+    return tiny_config(tahoe_dir, save_dir, **{
+        "training.num_epochs": GRID_EPOCHS, "ray.num_workers": 2,
+        "training.learning_rate": 0.02, "ray.max_concurrent_trials": 2, **overrides})
+
+
+@pytest.fixture(scope="session")
+def tahoe_grid_run(tahoe_dir, tmp_path_factory, ray_address):
+    """Every strategy, two ranks each, in-process on the session's one-node cluster: the
+    grid tests (tests/tahoe/test_ray_tahoe.py) and the one-node twin of the multi-node
+    run (tests/service/test_multinode.py). Returns (config, inputs, folder, summary)."""
+    from raycell.tahoe.grid import tahoe_grid
+    from raycell.tahoe.inputs import load_tahoe_inputs
+    from raycell.tahoe.loaders.strategies import STRATEGY_NAMES
+
+    save = tmp_path_factory.mktemp("grid")
+    cfg = grid_config(tahoe_dir, save)
+    inputs = load_tahoe_inputs(cfg)
+    return cfg, inputs, save, tahoe_grid(cfg, inputs, list(STRATEGY_NAMES))
+
+
 TINY_PDG = PdgrapherSpec(cell_lines=["A549", "MCF7"], samples=150, genes=30, drugs=6, seed=2)
 
 

@@ -92,6 +92,7 @@ def group_alive(pgid: int, settle: float = 15) -> list[int]:
 @dataclass
 class RayHead:
     address: str  # the dashboard's HTTP address: what `ray job submit --address` takes
+    gcs_address: str  # what a node joining it (`ray start --address`) and a driver take
     temp_dir: Path
     metrics_port: int
     env: dict[str, str]  # what a client of this cluster needs (auth mode and token)
@@ -131,7 +132,7 @@ def ray_head(tmp: Path, num_cpus: int = 8, env: dict[str, str] | None = None
     proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
     address = f"http://127.0.0.1:{ports['dashboard-port']}"
-    head = RayHead(address, temp_dir, ports["metrics-export-port"],
+    head = RayHead(address, f"127.0.0.1:{ports['port']}", temp_dir, ports["metrics-export-port"],
                    {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": env["RAY_AUTH_TOKEN"]}, proc)
     try:
         wait_for(lambda: head.api("/api/version"), 120, "ray head dashboard", proc)
@@ -148,6 +149,63 @@ def ray_head(tmp: Path, num_cpus: int = 8, env: dict[str, str] | None = None
         # 3 s, and ignores SIGTERM (20 s of grace, then SIGKILL).
         stop_group(proc, first=signal.SIGINT)
         log.close()
+
+
+@dataclass
+class RayNode:
+    """A node that joined a head: its own raylet, temp folder and ports, its own process
+    group (SIGKILL to it: the node is lost, as a machine that dies)."""
+
+    resources: dict[str, float]
+    proc: subprocess.Popen
+    node_id: str = ""
+
+
+@contextmanager
+def ray_nodes(head: RayHead, tmp: Path, nodes: list[dict[str, float]], num_cpus: int = 2
+              ) -> Iterator[list[RayNode]]:
+    """One `ray start --address HEAD --block` per entry of ``nodes`` (its custom resources),
+    each a node to Ray's scheduler although all run on this machine (as in Ray's own
+    tests); yields them once the head lists every one alive."""
+    env = {**os.environ, **head.env, "RAY_USAGE_STATS_ENABLED": "0",
+           "PATH": f"{BIN}:{os.environ['PATH']}"}
+    env.pop("RAY_ADDRESS", None)
+    started: list[RayNode] = []
+    logs = []
+    try:
+        for i, resources in enumerate(nodes):
+            folder = tmp / f"n{i}"
+            folder.mkdir(parents=True)
+            ports = {name: free_port() for name in (
+                "node-manager-port", "object-manager-port", "dashboard-agent-listen-port",
+                "dashboard-agent-grpc-port", "metrics-export-port", "runtime-env-agent-port")}
+            # Its own temp folder: its sockets (raylet, object store) apart from the head's.
+            args = [str(BIN / "ray"), "start", f"--address={head.gcs_address}", "--block",
+                    "--node-ip-address=127.0.0.1", f"--temp-dir={folder / 'r'}",
+                    f"--num-cpus={num_cpus}", "--num-gpus=0",
+                    # plus one resource of its own, to find its node id by
+                    f"--resources={json.dumps(resources | {f'test_node_{i}': 1})}",
+                    *(f"--{name}={port}" for name, port in ports.items())]
+            logs.append(open(folder / "ray-node.log", "w"))  # noqa: SIM115 (closed below)
+            started.append(RayNode(resources, subprocess.Popen(
+                args, env=env, stdout=logs[-1], stderr=subprocess.STDOUT,
+                start_new_session=True)))
+
+        def all_alive() -> list[dict] | None:
+            listed = head.api("/api/v0/nodes?limit=100&detail=true")["data"]["result"]["result"]
+            alive = [n for n in listed if n["state"] == "ALIVE"]
+            return alive if len(alive) == len(nodes) + 1 else None
+
+        listed = wait_for(all_alive, 120, "ray nodes")
+        for i, node in enumerate(started):
+            node.node_id = next(n["node_id"] for n in listed
+                                if f"test_node_{i}" in n["resources_total"])
+        yield started
+    finally:
+        for node in started:
+            stop_group(node.proc, first=signal.SIGINT)
+        for log in logs:
+            log.close()
 
 
 @dataclass

@@ -14,27 +14,19 @@ from PIL import Image
 from raycell.core.layout import REPORT_FILE
 from raycell.tahoe.data.labels import TASKS
 from raycell.tahoe.grid import tahoe_grid
-from raycell.tahoe.inputs import load_tahoe_inputs
 from raycell.tahoe.loaders.strategies import STRATEGY_NAMES
 from raycell.tahoe.outputs.results import SUMMARY_COLUMNS
-from tests.conftest import run_cli, tiny_config
+from tests.conftest import GRID_EPOCHS as EPOCHS
+from tests.conftest import run_cli
 from tests.report_html import PNG, column, read_report
 from tests.service.processes import chromium
 
 pytestmark = pytest.mark.ray
-EPOCHS = 2
 
 
-@pytest.fixture(scope="module")
-def grid(tahoe_dir, tmp_path_factory, ray_address):
-    save = tmp_path_factory.mktemp("grid")
-    # Two trials at a time: a trial's start-up (four Ray processes) waits as much as it works.
-    cfg = tiny_config(tahoe_dir, save, **{"training.num_epochs": EPOCHS, "ray.num_workers": 2,
-                                          "training.learning_rate": 0.02,
-                                          "ray.max_concurrent_trials": 2})
-    inputs = load_tahoe_inputs(cfg)
-    summary = tahoe_grid(cfg, inputs, list(STRATEGY_NAMES))
-    return cfg, inputs, save, summary
+@pytest.fixture
+def grid(tahoe_grid_run):
+    return tahoe_grid_run
 
 
 def test_summary_has_a_row_per_strategy_with_the_seed_columns(grid):
