@@ -20,6 +20,7 @@ from torch.nn import functional as F
 from raycell.chemoe.config import ChemoeBenchSettings
 from raycell.chemoe.model import CheMoE, dense_forward
 from raycell.core.config import require_device
+from raycell.core.rows import write_table
 
 IMPLEMENTATIONS = ("raycell", "dense_reference")
 
@@ -83,9 +84,7 @@ def run_chemoe_bench(genes: int, batch: int, mol_dim: int, num_experts: int, top
                   f"({rows[-1]['ms_per_step']:.1f} ms a step)", flush=True)
     frame = pd.DataFrame(rows)
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / "bench_chemoe.csv.tmp"
-    frame.to_csv(tmp, index=False)
-    tmp.replace(out / "bench_chemoe.csv")  # whole or not at all, as every writer here
+    write_table(out / "bench_chemoe.csv", frame)  # whole or not at all, as every writer here
     return frame
 
 

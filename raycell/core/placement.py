@@ -9,10 +9,10 @@ it moved.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from raycell.core.layout import PLACEMENT_FILE
+from raycell.core.rows import write_whole
 
 
 def record_placement(run_dir: Path, rank: int, world: int, first_epoch: int) -> None:
@@ -33,11 +33,8 @@ def record_placement(run_dir: Path, rank: int, world: int, first_epoch: int) -> 
     attempt = max((e["attempt"] for e in entries), default=0) + 1
     entries += [{"attempt": attempt, "rank": r, **node, "first_epoch": first_epoch}
                 for r, node in enumerate(nodes)]
-    path = run_dir / PLACEMENT_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_suffix(f".{os.getpid()}.tmp")
-    temp.write_text(json.dumps(entries, indent=1))
-    temp.replace(path)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_whole(run_dir / PLACEMENT_FILE, lambda tmp: tmp.write_text(json.dumps(entries, indent=1)))
 
 
 def read_placement(run_dir: Path) -> list[dict]:

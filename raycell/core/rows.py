@@ -1,12 +1,13 @@
 """CSV files shared by runs: rows keyed by one column, written atomically under a file lock.
 
 Re-writing a key replaces its rows instead of duplicating them, and a crash
-mid-write leaves the previous file intact (write to a temp file, then rename).
+mid-write leaves the previous file intact (``write_whole``: a temp file, then rename).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -29,6 +30,20 @@ def results_dir(save_dir: str | Path) -> Path:
     return path
 
 
+def write_whole(path: Path, write: Callable[[Path], object]) -> Path:
+    """``write(tmp)`` beside ``path``, then rename: a reader sees the old file or the new
+    one, never half of one."""
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def write_table(path: Path, frame: pd.DataFrame) -> Path:
+    """A CSV written whole or not at all."""
+    return write_whole(path, lambda tmp: frame.to_csv(tmp, index=False))
+
+
 def upsert(path: Path, rows: pd.DataFrame, key: str = "run_key") -> pd.DataFrame:
     """Replace the rows of ``path`` whose ``key`` is in ``rows``, append the rest."""
     path = Path(path)
@@ -38,9 +53,7 @@ def upsert(path: Path, rows: pd.DataFrame, key: str = "run_key") -> pd.DataFrame
             old = pd.read_csv(path, dtype={key: str})  # a hex key may be all digits
             rows = pd.concat([old[~old[key].isin(rows[key].astype(str))], rows],
                              ignore_index=True)
-        tmp = path.with_name(path.name + ".tmp")
-        rows.to_csv(tmp, index=False)
-        os.replace(tmp, path)
+        write_table(path, rows)
     return rows
 
 
@@ -51,6 +64,4 @@ def remove_keys(path: Path, keys: list[str], key: str = "run_key") -> None:
         return
     with FileLock(path.parent / LOCK_FILE):
         old = pd.read_csv(path, dtype={key: str})
-        tmp = path.with_name(path.name + ".tmp")
-        old[~old[key].isin(keys)].to_csv(tmp, index=False)
-        os.replace(tmp, path)
+        write_table(path, old[~old[key].isin(keys)])

@@ -26,7 +26,6 @@ does): a 2-core VM's hiccups then hit one measurement, not the comparison.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,6 +36,7 @@ import scipy.sparse as sp
 import torch
 
 from raycell.core import page_cache
+from raycell.core.rows import write_table
 from raycell.tahoe.bench import references
 from raycell.tahoe.config import LoaderBenchSettings, WeightSettings
 from raycell.tahoe.data.labels import LabelSpace
@@ -277,9 +277,7 @@ def run_bench(s: LoaderBenchSettings) -> pd.DataFrame:
         num_workers=s.num_workers, threads=s.threads, device=s.device, n_cells=len(split),
         n_genes=split.n_vars, nnz_per_cell=round(nnz / len(split), 1),
     )[BENCH_COLUMNS]
-    tmp = out / "bench.csv.tmp"
-    frame.to_csv(tmp, index=False)
-    os.replace(tmp, out / "bench.csv")
+    write_table(out / "bench.csv", frame)
     return frame
 
 

@@ -25,6 +25,7 @@ import pandas as pd
 import torch
 
 from raycell.core.config import require_device
+from raycell.core.rows import write_table
 from raycell.tahoe.config import TrainBenchSettings
 from raycell.tahoe.data.sparse import SparseBatch
 from raycell.tahoe.data.synthetic import count_rows
@@ -115,9 +116,7 @@ def run_train_bench(genes: int, batch_size: int, nnz_per_cell: int, device: str,
                   f"({result['ms_per_step']:.1f} ms a step: {stages} ms)", flush=True)
     frame = pd.DataFrame(rows)
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / "train.csv.tmp"
-    frame.to_csv(tmp, index=False)
-    tmp.replace(out / "train.csv")
+    write_table(out / "train.csv", frame)
     return frame
 
 
