@@ -20,7 +20,7 @@ import yaml
 
 from raycell.chemoe.config import PdgrapherSpec
 from raycell.chemoe.synthetic import write_pdgrapher
-from raycell.core.status import latest_checkpoint
+from raycell.core.storage import checkpoint_store
 from raycell.tahoe.config import TahoeSpec
 from raycell.tahoe.data.synthetic import write_tahoe
 
@@ -95,7 +95,7 @@ def tiny_config(tahoe_dir: Path, save_dir: Path, **overrides):
     return load_tahoe_config("default", {**base, **overrides})
 
 
-GRID_EPOCHS = 2
+GRID_EPOCHS = 3  # the multi-node tests kill a node in the second
 
 
 def grid_config(tahoe_dir: Path, save_dir: Path, **overrides):
@@ -218,6 +218,16 @@ def head(tmp_path_factory):
     assert group_alive(started.proc.pid) == []  # the whole cluster is gone
 
 
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory):
+    """An S3-compatible server on loopback for the session (moto; tests/service/processes.py):
+    checkpoints in object storage (tests/core/test_storage.py, tests/service/test_multinode.py)."""
+    from tests.service.processes import s3_server
+
+    with s3_server(tmp_path_factory.mktemp("s3")) as server:
+        yield server
+
+
 # Enough epochs after the first checkpoint that a signal sent on seeing it lands mid-run
 # (3-4 s of epochs here).
 REFERENCE_EPOCHS = 5
@@ -306,13 +316,17 @@ def stale_ray_record():
     shutil.rmtree(root, ignore_errors=True)
 
 
-def latest_checkpoint_epoch(save: Path, run: str = "") -> int | None:
+def latest_checkpoint_epoch(save: Path, run: str = "", storage: str | None = None
+                            ) -> int | None:
     """The epoch of the newest checkpoint Ray Train has registered for any run in save
-    (or the runs whose name starts with ``run``)."""
+    (or the runs whose name starts with ``run``; ``storage``: its ray.storage_path)."""
     epochs = []
-    for train_dir in (save / "ray").glob(f"{run}*/"):
+    store = checkpoint_store(save, storage)
+    for name in store.run_names():
+        if not name.startswith(run):
+            continue
         try:
-            latest = latest_checkpoint(train_dir)
+            latest = store.latest_checkpoint(name)
         except (ValueError, KeyError):
             continue  # being written
         if latest:

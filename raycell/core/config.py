@@ -48,13 +48,30 @@ def _custom_resources(resources: dict[str, float]) -> dict[str, float]:
     for name in resources:
         if name in ("CPU", "GPU", "memory", "object_store_memory"):
             raise ValueError(f"{name!r} is not a custom resource: use cpus_per_worker, "
-                             "use_gpu and gpus_per_worker")
+                             "driver_cpus, use_gpu and gpus_per_worker")
     return resources
 
 
 # Custom resources a task or actor needs, as ``ray start --resources`` gives nodes them: the
 # way a config says "on a trainer node" or "on a data node" (cluster.yaml's node types).
 Resources = Annotated[dict[str, Annotated[float, Field(gt=0)]], AfterValidator(_custom_resources)]
+
+
+def _storage_path(path: str | None) -> str | None:
+    if path is None:
+        return None
+    if path.startswith("s3://"):
+        if not path.removeprefix("s3://").split("/", 1)[0]:
+            raise ValueError(f"{path!r} names no bucket: use s3://bucket/prefix")
+        return path
+    if "://" in path or not Path(path).is_absolute():
+        raise ValueError(f"{path!r}: use s3://bucket/prefix or an absolute path on storage "
+                         "every node shares")
+    return path
+
+
+# Where Ray Train keeps checkpoints (core/storage.py); None: the results folder's ray/.
+StoragePath = Annotated[str | None, AfterValidator(_storage_path)]
 
 
 class RaySettings(Strict):
@@ -67,10 +84,14 @@ class RaySettings(Strict):
     local_num_cpus: int | None = Field(None, ge=1)  # logical CPUs of a local cluster
     max_failures: int = Field(0, ge=0)  # Ray Train restarts from the last checkpoint
     worker_resources: Resources = Field(default_factory=dict)  # each Ray Train worker's
+    # Each Tune trial's: a run's driver (Train's controller and its report queue live on
+    # the trial's node). Losing that node loses the run, so place it on nodes that stay.
+    driver_resources: Resources = Field(default_factory=dict)
     read_resources: Resources = Field(default_factory=dict)  # each Ray Data read task's
     # How long a grid waits for the cluster to place a run's workers before it gives up
     # with what was asked and what the nodes have (an autoscaler may add nodes meanwhile).
     schedule_timeout_s: float = Field(180.0, gt=0)
+    storage_path: StoragePath = None  # checkpoints: s3://bucket/prefix or a shared path
 
 
 class OutputSettings(Strict):

@@ -44,13 +44,12 @@ from raycell.core.layout import (
     REPORT_FILE,
     RUNNING_FILE,
     STATE_FILE,
-    TRAIN_DIR,
     TRAIN_SNAPSHOT,
     run_dir,
-    train_dir,
 )
 from raycell.core.rows import remove_keys, upsert
-from raycell.core.status import first_error_line, latest_checkpoint
+from raycell.core.status import first_error_line
+from raycell.core.storage import CheckpointStore, check_reachable, checkpoint_store
 from raycell.core.tracking import GridRecorder, forget_runs, log_figures
 from raycell.core.trial import flat
 from raycell.core.worker import load_state
@@ -100,7 +99,7 @@ def finished_keys(save_dir: Path, workload: Workload) -> set[str]:
 
 
 def check_save_dir(save_dir: Path, workload: Workload, runs: list[GridRun],
-                   restart: bool) -> None:
+                   restart: bool, store: CheckpointStore) -> None:
     """Refuse a folder of another workload, or one holding a run of the same name made
     with other settings (its numbers would sit beside these as if comparable)."""
     marker = save_dir / MARKER_FILE
@@ -122,41 +121,44 @@ def check_save_dir(save_dir: Path, workload: Workload, runs: list[GridRun],
                 f"{by_name[run.name]}, this config's {run.key}): pass --restart to replace "
                 f"it, or choose another --save_dir")
     for run in runs:
-        check_checkpoint(train_dir(save_dir, run.train_name()), run)
+        check_checkpoint(store, run)
 
 
-def check_checkpoint(folder: Path, run: GridRun) -> None:
+def check_checkpoint(store: CheckpointStore, run: GridRun) -> None:
     """The checkpoint a run would resume from must be readable (a torch zip archive)."""
+    folder = store.folder(run.train_name())
     try:
-        latest = latest_checkpoint(folder)
-        state = folder / latest["checkpoint_dir_name"] / STATE_FILE if latest else None
+        latest = store.latest_checkpoint(run.train_name())
     except (ValueError, KeyError, TypeError):
-        raise RaycellError(f"checkpoint record {folder / TRAIN_SNAPSHOT} is corrupt: pass "
-                           f"--restart to train {run.name} from scratch") from None
-    if state is None:
+        raise RaycellError(f"checkpoint record {store.where(f'{folder}/{TRAIN_SNAPSHOT}')} is "
+                           f"corrupt: pass --restart to train {run.name} from scratch") from None
+    if latest is None:
         return
-    try:
-        with zipfile.ZipFile(state) as archive:
-            bad = archive.testzip()
-    except (OSError, zipfile.BadZipFile):
-        bad = STATE_FILE
-    if bad is not None:
-        raise RaycellError(f"checkpoint {state.parent} of {run.name} is corrupt: pass "
-                           f"--restart to train it from scratch")
-    try:  # memory-mapped: the pickle is checked, the tensors are not read
-        load_state(state, mmap=True)
-    except pickle.UnpicklingError:
-        raise RaycellError(f"checkpoint {state.parent} of {run.name} holds more than tensors "
-                           f"and plain types, and is not loaded (it could run code): pass "
-                           f"--restart to train it from scratch") from None
+    checkpoint = f"{folder}/{latest['checkpoint_dir_name']}"
+    with store.local_file(f"{checkpoint}/{STATE_FILE}") as state:
+        try:
+            with zipfile.ZipFile(state) as archive:
+                bad = archive.testzip()
+        except (OSError, zipfile.BadZipFile):
+            bad = STATE_FILE
+        if bad is not None:
+            raise RaycellError(f"checkpoint {store.where(checkpoint)} of {run.name} is "
+                               f"corrupt: pass --restart to train it from scratch")
+        try:  # memory-mapped: the pickle is checked, the tensors are not read
+            load_state(state, mmap=True)
+        except pickle.UnpicklingError:
+            raise RaycellError(f"checkpoint {store.where(checkpoint)} of {run.name} holds more "
+                               f"than tensors and plain types, and is not loaded (it could run "
+                               f"code): pass --restart to train it from scratch") from None
 
 
-def forget(save_dir: Path, workload: Workload, runs: list[GridRun], uri: str) -> None:
+def forget(save_dir: Path, workload: Workload, runs: list[GridRun], uri: str,
+           store: CheckpointStore) -> None:
     """--restart: remove every trace of the grid's keys (files, checkpoints, rows, MLflow)."""
     keys = [run.key for run in runs]
     for run in runs:
         shutil.rmtree(run_folder(save_dir, run), ignore_errors=True)
-        shutil.rmtree(train_dir(save_dir, run.train_name()), ignore_errors=True)
+        store.remove(run.train_name())
     for name in (*workload.extra_files, workload.results_file):
         remove_keys(save_dir / name, keys)
     forget_runs(uri, keys)
@@ -172,7 +174,9 @@ def run_grid(workload: Workload, runs: list[GridRun], save_dir: Path, settings: 
     config also has ``key``, ``name``, ``train_name``, ``run_dir``, ``storage`` and
     the run's tags, flat.
     """
-    check_save_dir(save_dir, workload, runs, restart)
+    store = checkpoint_store(save_dir, settings.storage_path)
+    check_reachable(store)  # object storage that does not answer: one line, within seconds
+    check_save_dir(save_dir, workload, runs, restart, store)
     finished = set() if restart else finished_keys(save_dir, workload)
     todo = [run for run in runs if run.key not in finished]
     if todo:  # Ray first: a cluster that cannot hold the runs leaves nothing written
@@ -180,17 +184,18 @@ def run_grid(workload: Workload, runs: list[GridRun], save_dir: Path, settings: 
             say(where)
         runtime.check_placement(settings)
     save_dir.mkdir(parents=True, exist_ok=True)
-    (save_dir / MARKER_FILE).write_text(json.dumps({"workload": workload.name,
-                                                    "results_file": workload.results_file}))
+    (save_dir / MARKER_FILE).write_text(json.dumps({
+        "workload": workload.name, "results_file": workload.results_file,
+        "checkpoints": store.uri}))
     uri = runtime.tracking_uri(save_dir)
     if restart:
-        forget(save_dir, workload, runs, uri)
+        forget(save_dir, workload, runs, uri, store)
     for run in runs:
         if run.key in finished:
             say(f"skipped {run.name} ({run.key}): finished, its row is in "
                 f"{save_dir / workload.results_file}")
-    parent = _tune(workload, todo, save_dir, settings, experiment_name, shared, uri, say) \
-        if todo else None
+    parent = _tune(workload, todo, save_dir, store, settings, experiment_name, shared, uri,
+                   say) if todo else None
     rows = pd.read_csv(save_dir / workload.results_file, dtype={"run_key": str})
     figures = workload.figures(save_dir) if workload.figures else []
     if workload.report:
@@ -201,9 +206,9 @@ def run_grid(workload: Workload, runs: list[GridRun], save_dir: Path, settings: 
     return rows[rows["run_key"].isin([run.key for run in runs])].reset_index(drop=True)
 
 
-def _tune(workload: Workload, todo: list[GridRun], save_dir: Path, settings: RaySettings,
-          experiment_name: str, shared: Callable[[], dict[str, Any]], uri: str,
-          say: Callable[[str], None]) -> str:
+def _tune(workload: Workload, todo: list[GridRun], save_dir: Path, store: CheckpointStore,
+          settings: RaySettings, experiment_name: str, shared: Callable[[], dict[str, Any]],
+          uri: str, say: Callable[[str], None]) -> str:
     """Run the trials (Ray is up); returns the grid's MLflow parent run id."""
     experiment = runtime.experiment_id(uri, experiment_name, save_dir)
     grid_key = config_key(sorted(run.key for run in todo))
@@ -221,8 +226,8 @@ def _tune(workload: Workload, todo: list[GridRun], save_dir: Path, settings: Ray
     for run in todo:  # a new attempt: the last one's error no longer stands
         (run_folder(save_dir, run) / ERROR_FILE).unlink(missing_ok=True)
     tuner = tune.Tuner(
-        tune.with_resources(flat(workload.trial), {"CPU": settings.driver_cpus}),
-        param_space={**shared(), "storage": str(save_dir / TRAIN_DIR),
+        tune.with_resources(flat(workload.trial), runtime.driver_bundle(settings)),
+        param_space={**shared(), "storage": store.uri,
                      "run": tune.grid_search(trials)},
         tune_config=tune.TuneConfig(
             max_concurrent_trials=settings.max_concurrent_trials,
@@ -242,7 +247,7 @@ def _tune(workload: Workload, todo: list[GridRun], save_dir: Path, settings: Ray
         failed = [r for r in tuner.fit() if r.error is not None]
     except KeyboardInterrupt:
         ray.shutdown()  # this driver's trials stop with it, also on a cluster it joined
-        _interrupted(save_dir, workload, todo, recorder, [])
+        _interrupted(save_dir, store, workload, todo, recorder, [])
         raise  # every run had finished: nothing to resume
     finally:
         running.unlink(missing_ok=True)
@@ -252,7 +257,7 @@ def _tune(workload: Workload, todo: list[GridRun], save_dir: Path, settings: Ray
         (folder / ERROR_FILE).write_text(str(result.error))
     # With Tune's SIGINT handler (TUNE_DISABLE_SIGINT_HANDLER=0), fit() returns early:
     # the runs it stopped have neither a row nor an error.
-    _interrupted(save_dir, workload, todo, recorder, failed)
+    _interrupted(save_dir, store, workload, todo, recorder, failed)
     recorder.close(failed=bool(failed))
     for result in failed:  # a bad value found while reading is bad input: exit code 2
         if found := re.findall(r"\bBadData: (.+)", str(result.error)):
@@ -265,8 +270,8 @@ def _tune(workload: Workload, todo: list[GridRun], save_dir: Path, settings: Ray
     return recorder.parent
 
 
-def _interrupted(save_dir: Path, workload: Workload, todo: list[GridRun],
-                 recorder: GridRecorder, failed: list) -> None:
+def _interrupted(save_dir: Path, store: CheckpointStore, workload: Workload,
+                 todo: list[GridRun], recorder: GridRecorder, failed: list) -> None:
     """Raise Interrupted if runs of the grid neither finished nor failed. Their
     checkpoints stand, so the same command resumes them."""
     done = finished_keys(save_dir, workload) | {r.config["run"]["key"] for r in failed}
@@ -274,24 +279,23 @@ def _interrupted(save_dir: Path, workload: Workload, todo: list[GridRun],
     if not stopped:
         return
     recorder.close(failed=bool(failed), stopped=[run.key for run in stopped])
-    raise Interrupted(f"interrupted: {_where_stopped(save_dir, stopped)}; run the same "
+    raise Interrupted(f"interrupted: {_where_stopped(save_dir, store, stopped)}; run the same "
                       f"command again to resume")
 
 
-def _where_stopped(save_dir: Path, stopped: list[GridRun]) -> str:
+def _where_stopped(save_dir: Path, store: CheckpointStore, stopped: list[GridRun]) -> str:
     """"random-seed0 stopped in epoch 3 of 4 (resumes at epoch 2), ...; 4 runs not
     started", from the runs' epoch logs (an epoch is logged once trained) and their
     last registered checkpoints."""
     said, waiting = [], 0
     for run in stopped:
         log = run_folder(save_dir, run) / EPOCH_LOG
-        train_folder = train_dir(save_dir, run.train_name())
-        if not log.is_file() and not train_folder.is_dir():
+        if not log.is_file() and not store.has(run.train_name()):
             waiting += 1
             continue
         epoch = int(pd.read_csv(log)["epoch"].max()) + 1 if log.is_file() else 1
         try:
-            latest = latest_checkpoint(train_folder)
+            latest = store.latest_checkpoint(run.train_name())
         except (ValueError, KeyError, TypeError):  # cut off mid-write: the rerun says so
             latest = None
         resumes = int(latest["metrics"]["epoch"]) + 1 if latest else 1

@@ -4,6 +4,7 @@
 
     <save_dir>/
       raycell.json          MARKER_FILE: which workload wrote the folder, its results file
+                            and where its checkpoints are (ray/ or ray.storage_path)
       .raycell.lock         LOCK_FILE: taken while a table of the folder is rewritten
       running.json          RUNNING_FILE: while a grid runs, its pid, host and run keys
       report.html           REPORT_FILE: the grid's report
@@ -13,7 +14,8 @@
         epochs.csv          EPOCH_LOG: one row per epoch, by rank 0
         placement.json      PLACEMENT_FILE: the node of every rank, per attempt
         error.txt           ERROR_FILE: why its last attempt failed
-      ray/<name>-<key>/     TRAIN_DIR: its Ray Train run
+      ray/<name>-<key>/     TRAIN_DIR: its Ray Train run (or under ray.storage_path,
+                            core/storage.py)
         checkpoint_manager_snapshot.json   TRAIN_SNAPSHOT: Ray Train V2's checkpoint record
         checkpoint_*/state.pt              STATE_FILE: the worker skeleton's training state
 
@@ -42,8 +44,3 @@ LOCK_FILE = ".raycell.lock"
 
 def run_dir(save_dir: Path, key: str) -> Path:
     return save_dir / RUNS_DIR / key
-
-
-def train_dir(save_dir: Path, train_name: str) -> Path:
-    """A run's Ray Train folder; ``train_name`` is ``<name>-<key>``."""
-    return save_dir / TRAIN_DIR / train_name

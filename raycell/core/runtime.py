@@ -65,6 +65,11 @@ def scaling_config(settings: RaySettings) -> ScalingConfig:
                          resources_per_worker=worker_bundle(settings))
 
 
+def driver_bundle(settings: RaySettings) -> dict[str, float]:
+    """What each Tune trial (a run's driver) asks for."""
+    return {"CPU": settings.driver_cpus, **settings.driver_resources}
+
+
 def check_placement(settings: RaySettings) -> None:
     """Refuse a run the cluster cannot place within ``ray.schedule_timeout_s``.
 
@@ -78,7 +83,8 @@ def check_placement(settings: RaySettings) -> None:
     from ray.util.placement_group import placement_group, remove_placement_group
 
     worker = worker_bundle(settings)
-    bundles = [{"CPU": settings.driver_cpus}] * bool(settings.driver_cpus)
+    driver = {k: v for k, v in driver_bundle(settings).items() if v}  # a bundle takes no 0
+    bundles = [driver] * bool(driver)
     group = placement_group(bundles + [worker] * settings.num_workers, strategy="PACK")
     placed = group.wait(timeout_seconds=settings.schedule_timeout_s)
     remove_placement_group(group)
@@ -86,7 +92,7 @@ def check_placement(settings: RaySettings) -> None:
         nodes = [_shown(node["Resources"]) for node in ray.nodes() if node["Alive"]]
         raise RaycellError(
             f"the cluster cannot place {settings.num_workers} Ray Train worker(s) of "
-            f"{_shown(worker)} (and the trial's {settings.driver_cpus:g} CPU) within "
+            f"{_shown(worker)} (and the trial's {_shown(driver)}) within "
             f"{settings.schedule_timeout_s:g} s (ray.schedule_timeout_s); its nodes have: "
             + "; ".join(nodes))
 

@@ -18,7 +18,6 @@ import re
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from raycell.core.errors import RaycellError
 from raycell.core.layout import (
@@ -27,21 +26,11 @@ from raycell.core.layout import (
     MARKER_FILE,
     RUNNING_FILE,
     RUNS_DIR,
-    TRAIN_DIR,
-    TRAIN_SNAPSHOT,
     run_dir,
 )
+from raycell.core.storage import CheckpointStore, check_reachable, checkpoint_store
 
 KEY = re.compile(r"^(?P<name>.+)-(?P<key>[0-9a-f]{12})$")  # a Ray Train folder: name-key
-
-
-def latest_checkpoint(train_dir: Path) -> dict[str, Any] | None:
-    """Ray Train's record of a run's latest registered checkpoint (``checkpoint_dir_name``,
-    ``metrics``), None without one; ValueError, KeyError or TypeError if it is corrupt."""
-    snapshot = train_dir / TRAIN_SNAPSHOT
-    if not snapshot.is_file():
-        return None
-    return json.loads(snapshot.read_text())["latest_checkpoint_result"]
 
 
 @dataclass
@@ -60,13 +49,14 @@ def first_error_line(text: str) -> str:
     return (named[-1] if named else lines[0] if lines else "no message")[:200]
 
 
-def read_marker(save_dir: Path) -> dict[str, str]:
+def read_marker(save_dir: Path) -> dict[str, str | None]:
     marker = save_dir / MARKER_FILE
     if not marker.is_file():
         raise RaycellError(f"{save_dir} holds no raycell grid ({MARKER_FILE} is missing)")
     try:
         found = json.loads(marker.read_text())
-        return {"workload": found["workload"], "results_file": found["results_file"]}
+        return {"workload": found["workload"], "results_file": found["results_file"],
+                "checkpoints": found.get("checkpoints")}  # None: an older folder, ray/
     except (ValueError, KeyError, TypeError):
         raise RaycellError(f"{marker} is corrupt or from an older raycell: rerun the grid "
                            "once to rewrite it") from None
@@ -88,7 +78,8 @@ def _running_keys(save_dir: Path) -> set[str]:
     return set(running.get("keys", []))
 
 
-def _last_epoch(save_dir: Path, key: str, train_dir: Path | None) -> str:
+def _last_epoch(save_dir: Path, key: str, store: CheckpointStore, train_name: str | None
+                ) -> str:
     import pandas as pd
 
     log = run_dir(save_dir, key) / EPOCH_LOG
@@ -99,7 +90,7 @@ def _last_epoch(save_dir: Path, key: str, train_dir: Path | None) -> str:
         except (ValueError, KeyError, pd.errors.EmptyDataError):
             pass  # being written
     try:
-        latest = latest_checkpoint(train_dir) if train_dir else None
+        latest = store.latest_checkpoint(train_name) if train_name else None
     except (ValueError, KeyError, TypeError):
         latest = None
     if latest:
@@ -123,10 +114,12 @@ def grid_status(save_dir: str | Path) -> tuple[str, list[RunStatus]]:
             done = f"{int(epochs)} epoch{'s' * (epochs != 1)}" if pd.notna(epochs) else ""
             runs[row["run_key"]] = RunStatus(row["run_key"], row.get("run_name", ""), "finished",
                                              done, str(row.get("mlflow_run_id", "")))
-    train_dirs = {}
-    for folder in sorted((save_dir / TRAIN_DIR).glob("*/")):
-        if match := KEY.match(folder.name):
-            train_dirs[match["key"]] = folder
+    store = checkpoint_store(save_dir, marker["checkpoints"])
+    check_reachable(store)
+    train_names = {}
+    for name in store.run_names():
+        if match := KEY.match(name):
+            train_names[match["key"]] = name
             if match["key"] in runs:
                 runs[match["key"]].name = runs[match["key"]].name or match["name"]
             else:
@@ -142,7 +135,7 @@ def grid_status(save_dir: str | Path) -> tuple[str, list[RunStatus]]:
             run.state, run.detail = "failed", first_error_line(error.read_text())
         else:
             run.state = "running" if run.key in running else "interrupted"
-            run.detail = _last_epoch(save_dir, run.key, train_dirs.get(run.key))
+            run.detail = _last_epoch(save_dir, run.key, store, train_names.get(run.key))
     _fill_mlflow_ids(save_dir, [r for r in runs.values() if not r.mlflow_run_id])
     order = {"finished": 0, "running": 1, "interrupted": 2, "failed": 3}
     return marker["workload"], sorted(runs.values(), key=lambda r: (order[r.state], r.name))

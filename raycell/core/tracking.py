@@ -24,6 +24,7 @@ from ray.tune import Callback
 
 from raycell.core.layout import EPOCH_LOG
 from raycell.core.placement import node_count, read_placement
+from raycell.core.storage import open_store
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
@@ -173,9 +174,9 @@ class GridRecorder(Callback):
         self.client.set_tag(run_id, "raycell.nodes", str(nodes))
         # Where the run's checkpoints are (Ray Train's run folder, on shared storage):
         # listed, not copied, since a checkpoint is the size of the model and optimizer.
-        train_dir = Path(trial.config["storage"]) / trial.config["run"]["train_name"]
-        checkpoints = sorted(str(p) for p in train_dir.glob("checkpoint_*") if p.is_dir())
-        self.client.log_dict(run_id, {"train_dir": str(train_dir), "checkpoints": checkpoints},
+        store, train_name = open_store(trial.config["storage"]), trial.config["run"]["train_name"]
+        self.client.log_dict(run_id, {"train_dir": store.where(store.folder(train_name)),
+                                      "checkpoints": store.checkpoints(train_name)},
                              "checkpoints.json")
         if folder.is_dir():
             self.client.log_artifacts(run_id, str(folder))

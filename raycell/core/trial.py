@@ -15,11 +15,13 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+import ray
 from ray import tune
 from ray.train import CheckpointConfig, FailureConfig, RunConfig
 from ray.train.torch import TorchTrainer
 from ray.train.v2.api.callback import UserCallback
 from ray.util.queue import Empty, Queue
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from raycell.core import runtime
 from raycell.core.config import RaySettings
@@ -52,7 +54,11 @@ def fit_trainer(train_loop: str, config: dict[str, Any], settings: RaySettings,
     bridge (TuneReportCallback) hands them over from the trial actor's main thread, and
     that thread blocks for ever when the run's last report and the end of the training
     function race (Ray 2.60: a grid trial hung after its last epoch, docs/facts.md)."""
-    reports = Queue(actor_options={"num_cpus": 0})
+    # The queue lives on this trial's node, as Train pins its controller there: placed
+    # anywhere else (0 CPUs fit on any node), losing that node would fail the run
+    # (docs/service.md, nodes lost).
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    reports = Queue(actor_options={"num_cpus": 0, "scheduling_strategy": here})
     trainer = TorchTrainer(
         _train_loop,
         train_loop_config={**config, "train_loop": train_loop},

@@ -28,12 +28,12 @@ def test_worker_resources_that_are_not_names_to_positive_numbers(tahoe_dir, tmp_
                        save)
 
 
-def test_read_resources_are_checked_alike(tahoe_dir, tmp_path):
+@pytest.mark.parametrize("key", ["read_resources", "driver_resources"])
+def test_read_and_driver_resources_are_checked_alike(tahoe_dir, tmp_path, key):
     save = tmp_path / "out"
-    config = tahoe_yaml(tmp_path / "c.yaml", tahoe_dir, save, 1,
-                        ray={"read_resources": {"data": -1}})
+    config = tahoe_yaml(tmp_path / "c.yaml", tahoe_dir, save, 1, ray={key: {"data": -1}})
     assert_clean_error(run_main("tahoe", "--config", config, "--strategy", "ray_streaming"),
-                       "ray.read_resources.data", save)
+                       f"ray.{key}.data", save)
 
 
 @pytest.mark.ray

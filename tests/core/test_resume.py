@@ -26,7 +26,7 @@ import pytest
 import torch
 import yaml
 
-from raycell.core.status import latest_checkpoint
+from raycell.core.storage import checkpoint_store
 from tests.conftest import (
     CHEMOE_EPOCHS,
     REFERENCE_EPOCHS,
@@ -230,7 +230,8 @@ def _interrupted_copy(reference_save: Path, save: Path) -> Path:
     (train_dir,) = (reference_save / "ray").glob("block_shuffling-seed0-*/")
     copy = save / "ray" / train_dir.name
     shutil.copytree(train_dir, copy)
-    return copy / latest_checkpoint(copy)["checkpoint_dir_name"] / "state.pt"
+    latest = checkpoint_store(save).latest_checkpoint(copy.name)
+    return copy / latest["checkpoint_dir_name"] / "state.pt"
 
 
 @pytest.mark.parametrize("damage", ["truncated", "pickled_objects"])

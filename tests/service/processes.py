@@ -108,10 +108,11 @@ class RayHead:
 
 
 @contextmanager
-def ray_head(tmp: Path, num_cpus: int = 8, env: dict[str, str] | None = None
-             ) -> Iterator[RayHead]:
+def ray_head(tmp: Path, num_cpus: int = 8, env: dict[str, str] | None = None,
+             resources: dict[str, float] | None = None) -> Iterator[RayHead]:
     """``ray start --head --block`` with token auth on, every port free and on loopback;
-    ``env``: more environment for the cluster's processes (Ray system settings)."""
+    ``env``: more environment for the cluster's processes (Ray system settings);
+    ``resources``: the head's custom resources."""
     extra = env or {}
     ports = {name: free_port() for name in
              ("port", "dashboard-port", "dashboard-agent-listen-port", "dashboard-agent-grpc-port",
@@ -127,6 +128,7 @@ def ray_head(tmp: Path, num_cpus: int = 8, env: dict[str, str] | None = None
     args = [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
             "--dashboard-host=127.0.0.1", f"--temp-dir={temp_dir}", f"--num-cpus={num_cpus}",
             "--num-gpus=0", "--disable-usage-stats", "--include-dashboard=true",
+            *([f"--resources={json.dumps(resources)}"] if resources else []),
             *(f"--{name}={port}" for name, port in ports.items())]
     log = open(tmp / "ray-head.log", "w")  # noqa: SIM115 (closed below)
     proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -162,18 +164,20 @@ class RayNode:
 
 
 @contextmanager
-def ray_nodes(head: RayHead, tmp: Path, nodes: list[dict[str, float]], num_cpus: int = 2
-              ) -> Iterator[list[RayNode]]:
+def ray_nodes(head: RayHead, tmp: Path, nodes: list[dict[str, float]], num_cpus: int = 2,
+              first: int = 0, env: dict[str, str] | None = None) -> Iterator[list[RayNode]]:
     """One `ray start --address HEAD --block` per entry of ``nodes`` (its custom resources),
     each a node to Ray's scheduler although all run on this machine (as in Ray's own
-    tests); yields them once the head lists every one alive."""
+    tests); yields them once the head lists every one alive. ``first``: the number of the
+    first (nodes joined before are numbered below it); ``env``: more environment for the
+    nodes' processes (what a machine of the cluster has, AWS keys say)."""
     env = {**os.environ, **head.env, "RAY_USAGE_STATS_ENABLED": "0",
-           "PATH": f"{BIN}:{os.environ['PATH']}"}
+           "PATH": f"{BIN}:{os.environ['PATH']}", **(env or {})}
     env.pop("RAY_ADDRESS", None)
     started: list[RayNode] = []
     logs = []
     try:
-        for i, resources in enumerate(nodes):
+        for i, resources in enumerate(nodes, start=first):
             folder = tmp / f"n{i}"
             folder.mkdir(parents=True)
             ports = {name: free_port() for name in (
@@ -193,11 +197,13 @@ def ray_nodes(head: RayHead, tmp: Path, nodes: list[dict[str, float]], num_cpus:
 
         def all_alive() -> list[dict] | None:
             listed = head.api("/api/v0/nodes?limit=100&detail=true")["data"]["result"]["result"]
-            alive = [n for n in listed if n["state"] == "ALIVE"]
-            return alive if len(alive) == len(nodes) + 1 else None
+            alive = {key for n in listed if n["state"] == "ALIVE"
+                     for key in n["resources_total"] if key.startswith("test_node_")}
+            return listed if alive >= {f"test_node_{i}" for i in
+                                       range(first, first + len(nodes))} else None
 
         listed = wait_for(all_alive, 120, "ray nodes")
-        for i, node in enumerate(started):
+        for i, node in enumerate(started, start=first):
             node.node_id = next(n["node_id"] for n in listed
                                 if f"test_node_{i}" in n["resources_total"])
         yield started
@@ -206,6 +212,49 @@ def ray_nodes(head: RayHead, tmp: Path, nodes: list[dict[str, float]], num_cpus:
             stop_group(node.proc, first=signal.SIGINT)
         for log in logs:
             log.close()
+
+
+def node_dead(head: RayHead, node: RayNode) -> bool:
+    """Whether the head has marked ``node`` dead."""
+    listed = head.api("/api/v0/nodes?limit=100&detail=true")["data"]["result"]["result"]
+    return any(n["node_id"] == node.node_id and n["state"] == "DEAD" for n in listed)
+
+
+@dataclass
+class S3Server:
+    endpoint: str
+    env: dict[str, str]  # the AWS variables a client of it needs
+    proc: subprocess.Popen
+
+    def bucket(self, name: str) -> str:
+        """A new bucket; its s3:// URI."""
+        from pyarrow.fs import S3FileSystem
+
+        S3FileSystem(endpoint_override=self.endpoint, access_key=self.env["AWS_ACCESS_KEY_ID"],
+                     secret_key=self.env["AWS_SECRET_ACCESS_KEY"], region="us-east-1",
+                     allow_bucket_creation=True).create_dir(name)
+        return f"s3://{name}"
+
+
+@contextmanager
+def s3_server(tmp: Path) -> Iterator[S3Server]:
+    """moto's S3-compatible HTTP server (``moto_server``) on a free loopback port, in
+    memory: object storage as pyarrow, and so Ray Train, talks to it."""
+    port = free_port()
+    tmp.mkdir(parents=True, exist_ok=True)
+    log = open(tmp / "moto.log", "w")  # noqa: SIM115 (closed below)
+    proc = subprocess.Popen([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    endpoint = f"http://127.0.0.1:{port}"
+    env = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "raycell-test",
+           "AWS_SECRET_ACCESS_KEY": secrets.token_hex(16), "AWS_DEFAULT_REGION": "us-east-1"}
+    try:
+        wait_for(lambda: urllib.request.urlopen(endpoint, timeout=5).status == 200, 60,
+                 "moto server", proc)
+        yield S3Server(endpoint, env, proc)
+    finally:
+        stop_group(proc)
+        log.close()
 
 
 @dataclass

@@ -69,11 +69,13 @@ def test_the_worker_type_asks_for_gpus_and_scales_from_zero(raw):
 
 def test_the_placement_keys_name_resources_of_one_node_type_each(raw):
     """ray.worker_resources {trainer: 1} lands on the GPU type, ray.read_resources {data: 1}
-    on the CPU-only data type, and each type can scale from zero within max_workers."""
+    on the CPU-only data type, ray.driver_resources {driver: 1} on the head, and each
+    worker type can scale from zero within max_workers."""
     types = raw["available_node_types"]
     holding = {resource: [name for name, t in types.items() if resource in t["resources"]]
-               for resource in ("trainer", "data")}
-    assert holding == {"trainer": ["gpu_worker"], "data": ["data_worker"]}
+               for resource in ("trainer", "data", "driver")}
+    assert holding == {"trainer": ["gpu_worker"], "data": ["data_worker"],
+                       "driver": [raw["head_node_type"]]}
     data = types["data_worker"]
     assert "GPU" not in data["resources"]
     assert data["node_config"]["InstanceType"].split(".")[0] not in GPU_FAMILIES
