@@ -27,7 +27,7 @@ system-packages:
 
 test: $(STAMP) system-packages
 	$(BIN)/ruff check raycell tests jobs
-	$(BIN)/python -m pytest -q --durations=15 tests
+	$(BIN)/python -m pytest -q --durations=30 tests
 
 # Without the kill-and-resume and service tests (slow-marked: about 27 of 38 minutes).
 test-fast: $(STAMP)

@@ -19,7 +19,6 @@ import yaml
 from raycell.tahoe.data.labels import TASKS
 from raycell.tahoe.outputs.results import TASK_METRICS
 from tests.conftest import REFERENCE_EPOCHS, REFERENCE_STRATEGIES
-from tests.service.conftest import tahoe_entrypoint
 from tests.service.processes import REPO, submit, wait_job
 
 pytestmark = [pytest.mark.service, pytest.mark.slow]
@@ -41,18 +40,6 @@ def test_a_tahoe_job_succeeds_and_writes_its_rows_and_mlflow_runs(tahoe_job):
     children = [r for r in runs if "run_key" in r.data.tags]
     assert sorted(r.info.run_id for r in children) == sorted(summary["mlflow_run_id"])
     assert all(r.info.status == "FINISHED" for r in runs) and len(runs) == 3
-
-
-def test_the_same_job_submitted_again_continues_its_grid(head, tahoe_job, tahoe_reference):
-    save = tahoe_job.save
-    before = (save / "summary.csv").read_text()
-    submit(head, "tahoe-tiny-again", tahoe_entrypoint(tahoe_reference[2], save),
-           {"MLFLOW_TRACKING_URI": f"sqlite:///{save}/mlflow.db"})
-    status, logs = wait_job(head, "tahoe-tiny-again")
-    assert status == "SUCCEEDED", logs[-3000:]
-    skipped = [line.split()[1] for line in logs.splitlines() if line.startswith("skipped ")]
-    assert skipped == [f"{s}-seed0" for s in REFERENCE_STRATEGIES]
-    assert (save / "summary.csv").read_text() == before  # nothing trained, nothing doubled
 
 
 def test_the_job_gives_the_rows_of_the_same_grid_run_on_another_cluster(tahoe_job,
