@@ -95,7 +95,7 @@ def tiny_config(tahoe_dir: Path, save_dir: Path, **overrides):
     return load_tahoe_config("default", {**base, **overrides})
 
 
-GRID_EPOCHS = 3  # the multi-node tests kill a node in the second
+GRID_EPOCHS = 4  # the multi-node tests kill a node in the second epoch and one in the third
 
 
 def grid_config(tahoe_dir: Path, save_dir: Path, **overrides):
@@ -229,8 +229,8 @@ def s3(tmp_path_factory):
 
 
 # Enough epochs after the first checkpoint that a signal sent on seeing it lands mid-run
-# (3-4 s of epochs here).
-REFERENCE_EPOCHS = 5
+# (2-3 s of epochs here).
+REFERENCE_EPOCHS = 4
 REFERENCE_STRATEGIES = ["block_shuffling", "ray_block_shuffle"]
 
 

@@ -101,12 +101,14 @@ def test_each_run_records_where_its_ranks_ran(grid):
     assert {r.data.tags["raycell.nodes"] for r in children} == {"1"}
 
 
-def test_a_checkpoint_per_epoch_is_kept_under_the_run_key(grid):
-    _, _, save, summary = grid
+def test_the_last_checkpoints_are_kept_under_the_run_key(grid):
+    cfg, _, save, summary = grid
     runs = sorted(p.name for p in (save / "ray").iterdir())
     assert runs == sorted(f"{r.run_name}-{r.run_key}" for r in summary.itertuples())
+    kept = cfg.output.checkpoints_to_keep
+    assert kept < EPOCHS  # one checkpoint an epoch, the oldest removed
     for run in runs:
-        assert len(list((save / "ray" / run).glob("checkpoint_*/state.pt"))) == EPOCHS
+        assert len(list((save / "ray" / run).glob("checkpoint_*/state.pt"))) == kept
 
 
 def test_rerunning_finished_strategies_trains_nothing_and_says_so(grid, capsys):
