@@ -251,7 +251,7 @@ def tahoe_reference(tahoe_dir, tmp_path_factory, ray_address):
 
 
 CLI_STRATEGIES = ["block_shuffling", "ray_streaming"]  # one scDataset, one Ray Data
-CLI_SEEDS = [0, 1]
+CLI_SEEDS = [0]  # several seeds' mean and spread: tests/tahoe/outputs/test_report_tables.py
 CLI_EPOCHS = 2
 
 
