@@ -151,7 +151,8 @@ def test_report_puts_both_workloads_on_one_page(tahoe_run, chemoe_run, tmp_path)
 def test_status_lists_the_finished_runs(tahoe_run):
     done = run_cli("status", str(tahoe_run[1]))
     assert done.returncode == 0, done.stderr
-    assert re.match(r".*: tahoe, 4 runs: 4 finished\n", done.stdout)
+    runs = len(CLI_STRATEGIES) * len(CLI_SEEDS)
+    assert re.match(rf".*: tahoe, {runs} runs: {runs} finished\n", done.stdout)
     assert "block_shuffling-seed0" in done.stdout and "ray_streaming-seed0" in done.stdout
 
 

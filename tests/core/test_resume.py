@@ -210,8 +210,10 @@ def _interrupted_copy(reference_save: Path, save: Path) -> Path:
 
 
 @pytest.mark.parametrize("damage", ["truncated", "pickled_objects"])
-def test_a_checkpoint_that_cannot_be_loaded_safely_is_one_clear_line_and_restart_recovers(
-        tahoe_reference, tahoe_dir, tmp_path, ray_address, damage):
+def test_a_checkpoint_that_cannot_be_loaded_safely_is_one_clear_line(
+        tahoe_reference, tahoe_dir, tmp_path, damage):
+    """Refused before Ray starts. (`--restart` then forgets the run and trains it from
+    scratch, as for any run: tests/tahoe/test_ray_tahoe.py, the restart test.)"""
     save = tmp_path / "out"
     config = tahoe_yaml(tmp_path / "c.yaml", tahoe_dir, save, EPOCHS)
     args = ("tahoe", "--config", str(config), "--strategy", "block_shuffling")
@@ -228,13 +230,3 @@ def test_a_checkpoint_that_cannot_be_loaded_safely_is_one_clear_line_and_restart
     assert refused.returncode == 2 and len(lines) == 1, refused.stderr[-2000:]
     assert culprit in lines[0] and "--restart" in lines[0]
     assert not (save / "summary.csv").exists()
-    if damage == "truncated":
-        return  # one restart shows both recover
-
-    restarted = run_cli(*args, "--restart", timeout=600, env=joined(ray_address))
-    assert restarted.returncode == 0, restarted.stderr[-2000:]
-    assert "resuming" not in restarted.stdout + restarted.stderr
-    summary = pd.read_csv(save / "summary.csv", dtype={"run_key": str})
-    reference = tahoe_reference[0]
-    _same_numbers(summary, reference[reference["strategy"] == "block_shuffling"],
-                  ["run_key"])

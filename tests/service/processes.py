@@ -347,7 +347,7 @@ def wait_job(head, job_id: str, timeout: float = 600) -> tuple[str, str]:
         status = head.api(f"/api/jobs/{job_id}")["status"]
         if status in ("SUCCEEDED", "FAILED", "STOPPED"):
             return status, head.api(f"/api/jobs/{job_id}/logs")["logs"]
-        time.sleep(2)
+        time.sleep(0.5)
     raise TimeoutError(f"job {job_id} still {status} after {timeout} s")
 
 
