@@ -190,9 +190,11 @@ def nodes_lost(cluster, s3, tahoe_grid_run, tmp_path_factory):
     since = killed[trainer.node_id]
     wait_for(lambda: node_dead(head, trainer), 60, "the head to mark the node dead")
     FIGURES["trainer node: marked dead"] = time.monotonic() - since
-    wait_for(lambda: any(e["first_epoch"] == 3 for e in placement(save, key)), 300,
+    # Epoch 3 may still end (its checkpoint registered) before Train sees the rank gone:
+    # then the ranks start again at epoch 4.
+    wait_for(lambda: any(e["first_epoch"] >= 3 for e in placement(save, key)), 300,
              "the ranks to start again", proc)
-    FIGURES["trainer node: ranks back at epoch 3"] = time.monotonic() - since
+    FIGURES["trainer node: ranks back"] = time.monotonic() - since
     assert node_dead(head, data)
     assert proc.wait(timeout=600) == 0, (tmp / "run.log").read_text()[-3000:]
     FIGURES["nodes lost: whole run"] = time.monotonic() - started
@@ -234,7 +236,8 @@ def test_nodes_lost_mid_run_leave_the_numbers_of_the_uninterrupted_run(
     save, storage, _, log, _ = nodes_lost
     resumed = re.findall(rf"resuming at epoch (\d) of {EPOCHS} from the epoch (\d) checkpoint",
                          log)
-    assert resumed and resumed[-1] == ("3", "2"), log[-3000:]  # the trainer node's loss
+    # The trainer node's loss: from the epoch 2 checkpoint, or 3 if it was registered first.
+    assert resumed and resumed[-1] in {("3", "2"), ("4", "3")}, log[-3000:]
     assert_same_rows(save, tahoe_grid_run, [STRATEGY])
     assert mlflow_epochs(save, STRATEGY) == list(range(1, EPOCHS + 1))
     # The checkpoints are in the bucket, none beside the results.
