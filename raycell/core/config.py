@@ -61,7 +61,9 @@ def _storage_path(path: str | None) -> str | None:
     if path is None:
         return None
     if path.startswith("s3://"):
-        if not path.removeprefix("s3://").split("/", 1)[0]:
+        from raycell.core.storage import bucket_of
+
+        if not bucket_of(path):
             raise ValueError(f"{path!r} names no bucket: use s3://bucket/prefix")
         return path
     if "://" in path or not Path(path).is_absolute():

@@ -29,6 +29,11 @@ from raycell.core.layout import TRAIN_DIR, TRAIN_SNAPSHOT
 PROBE_TIMEOUT_S = 4
 
 
+def endpoint() -> str | None:
+    """An S3-compatible server's address, as the AWS variables give it (None: AWS's own)."""
+    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+
+
 def bucket_of(uri: str) -> str:
     """``s3://bucket/prefix`` -> ``bucket`` ("" when the URI names none)."""
     return uri.removeprefix("s3://").split("/", 1)[0]
@@ -107,8 +112,8 @@ def s3_filesystem(probe: bool = False):
     seconds to answer)."""
     from pyarrow import fs
 
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-    options: dict[str, Any] = {"endpoint_override": endpoint} if endpoint else {}
+    address = endpoint()
+    options: dict[str, Any] = {"endpoint_override": address} if address else {}
     if probe:
         options |= {"connect_timeout": PROBE_TIMEOUT_S, "request_timeout": PROBE_TIMEOUT_S,
                     "retry_strategy": fs.AwsStandardS3RetryStrategy(max_attempts=1)}
@@ -139,13 +144,12 @@ def check_reachable(store: CheckpointStore) -> None:
     from pyarrow.fs import FileType
 
     bucket = bucket_of(store.uri)
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") \
-        or "AWS's endpoint"
+    where = endpoint() or "AWS's endpoint"
     try:
         found = s3_filesystem(probe=True).get_file_info(bucket).type
     except OSError as error:
         reason = str(error).split("Details:")[-1].strip().rstrip(".")
-        raise RaycellError(f"ray.storage_path {store.uri}: object storage at {endpoint} does "
+        raise RaycellError(f"ray.storage_path {store.uri}: object storage at {where} does "
                            f"not answer ({reason})") from None
     if found == FileType.NotFound:
-        raise RaycellError(f"ray.storage_path {store.uri}: no bucket {bucket!r} at {endpoint}")
+        raise RaycellError(f"ray.storage_path {store.uri}: no bucket {bucket!r} at {where}")
