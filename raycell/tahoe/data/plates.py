@@ -12,7 +12,6 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import anndata
 import h5py
 import numpy as np
 import pandas as pd
@@ -79,6 +78,8 @@ def plate_shape(f: h5py.File) -> tuple[int, int]:
 
 def read_obs_column(f: h5py.File, column: str, n_rows: int) -> pd.Categorical:
     """The first ``n_rows`` values of a categorical (or string) obs column."""
+    import anndata  # here, not at the top: Ray Data read tasks import this module
+
     values = anndata.io.read_elem(f["obs"][column])
     if not isinstance(values, pd.Categorical):
         values = pd.Categorical(np.asarray(values).astype(str))
@@ -191,6 +192,8 @@ def plate_cell_lines(paths: list[Path]) -> set[str]:
 
 def obs_categories(f: h5py.File, column: str) -> list[str]:
     """A categorical column's categories, without reading its per-cell codes."""
+    import anndata
+
     element = f["obs"][column]
     if isinstance(element, h5py.Group) and "categories" in element:
         return [str(c) for c in anndata.io.read_elem(element["categories"])]

@@ -5,6 +5,9 @@ consecutive rows are read as one slice of ``X/data`` and ``X/indices`` each, usi
 row pointers kept in memory (8 bytes a cell, read once, shared with forked
 DataLoader workers). Rows stay CSR; they become dense only on the training device.
 This avoids AnnCollection.to_adata, which docs/facts.md measured at about 6x slower.
+
+torch is imported only where a batch meets its device: Ray Data read tasks unpickle
+this module in fresh worker processes, and torch would add ~2 s of CPU to each.
 """
 
 from __future__ import annotations
@@ -12,17 +15,21 @@ from __future__ import annotations
 import os
 import weakref
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import h5py
 import numpy as np
 import scipy.sparse as sp
-import torch
 
 from raycell.core.errors import BadData
 from raycell.tahoe.data.labels import LabelSpace
 from raycell.tahoe.data.plates import TahoeSplit
 from raycell.tahoe.data.readahead import ByteRanges, hint
-from raycell.tahoe.model.sparse_linear import CsrRows
+
+if TYPE_CHECKING:
+    import torch
+
+    from raycell.tahoe.model.sparse_linear import CsrRows
 
 
 @dataclass
@@ -53,6 +60,10 @@ class SparseBatch:
 
     def csr_on(self, device: torch.device, log1p: bool) -> tuple[CsrRows, torch.Tensor]:
         """The rows as CsrRows on ``device``: ~11 KB a Tahoe cell instead of 251 KB dense."""
+        import torch
+
+        from raycell.tahoe.model.sparse_linear import CsrRows
+
         labels = torch.from_numpy(self.labels).to(device, non_blocking=True)
         return CsrRows.from_scipy(self._values(log1p), device), labels
 
@@ -63,17 +74,23 @@ class SparseBatch:
         move and a scatter fills a zeroed tensor there; on the CPU scipy's C kernel
         fills it directly, a little faster (docs/benchmarks.md: 1.34 vs 1.61 ms a batch).
         """
+        import torch
+
         labels = torch.from_numpy(self.labels).to(device, non_blocking=True)
         fill = dense_by_scipy if device.type == "cpu" else dense_by_scatter
         return fill(self._values(log1p), device), labels
 
 
 def dense_by_scipy(x: sp.csr_array, device: torch.device) -> torch.Tensor:
+    import torch
+
     return torch.from_numpy(x.toarray()).to(device)
 
 
 def dense_by_scatter(x: sp.csr_array, device: torch.device) -> torch.Tensor:
     """Move the CSR arrays to ``device`` and scatter them into a zeroed tensor there."""
+    import torch
+
     values = torch.from_numpy(x.data).to(device, non_blocking=True)
     columns = torch.from_numpy(x.indices.astype(np.int64)).to(device, non_blocking=True)
     lengths = torch.from_numpy(np.diff(x.indptr)).to(device, non_blocking=True)
