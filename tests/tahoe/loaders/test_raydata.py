@@ -80,3 +80,16 @@ def test_ranks_read_disjoint_shares_in_equal_steps(inputs, name):
     a, b = np.concatenate(ranks[0]), np.concatenate(ranks[1])
     assert not set(a) & set(b)
     assert len(a) + len(b) > 0.9 * len(inputs.train)
+
+
+def test_a_read_task_imports_neither_torch_nor_anndata():
+    """Read tasks unpickle the datasource's module in fresh worker processes, 8 at once
+    here: torch and anndata there doubled a fresh job's first batch (docs/benchmarks.md)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys, raycell.tahoe.loaders.raydata; "
+         "print(sorted({'torch', 'anndata'} & set(sys.modules)))"],
+        capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "[]", done.stdout + done.stderr[-2000:]
