@@ -66,6 +66,8 @@ TAHOE_FLAGS = (
     flag("max_train_cells", "data.max_train_cells", type=int),
     flag("max_test_cells", "data.max_test_cells", type=int),
     flag("h5ad_dir", "data.h5ad_dir", read=True),
+    flag("parquet_dir", "data.parquet_dir", read=True,
+         help="a snapshot of the Hugging Face release (data/*.parquet, metadata/)"),
     flag("train_plates", "data.train_plates", type=int, nargs="+", metavar="N"),
     flag("test_plates", "data.test_plates", type=int, nargs="+", metavar="N"),
     flag("drug_table", "data.drug_table", read=True),
@@ -154,8 +156,18 @@ def _data_parser(sub) -> None:
                    help="demo: 2,000 genes, dense Poisson counts; tahoe_shaped: 62,710 genes, "
                         "~1,400 non-zeros a cell (the bench's data); tahoe_scale: Tahoe's 14 "
                         "plates and 100.6M cells, 4 non-zeros a cell (~11 GB, start-up checks)")
+    t.add_argument("--format", choices=("h5ad", "parquet"), default="h5ad",
+                   help="h5ad: the plates of the h5ad release; parquet: the Hugging Face "
+                        "release's layout (data/*.parquet, metadata/)")
     add_settings_flags(t, TahoeSpec, note="overrides the profile")
     t.set_defaults(func=_write_tahoe)
+    c = kinds.add_parser("convert", help="h5ad plates and their drug table as the Hugging "
+                                         "Face release's parquet layout")
+    c.add_argument("h5ad_dir")
+    c.add_argument("--out", required=True, help="a new folder")
+    c.add_argument("--rows_per_shard", type=int, default=None)
+    c.add_argument("--rows_per_group", type=int, default=None)
+    c.set_defaults(func=_convert_tahoe)
     g = kinds.add_parser("pdgrapher", help="PDGrapher-format cell lines, drugs with SMILES, "
                                            "stand-in KPGT vectors")
     g.add_argument("--out", required=True)
@@ -366,6 +378,9 @@ def _write_tahoe(args: argparse.Namespace) -> None:
     from raycell.tahoe.data.synthetic import write_tahoe
 
     if args.profile == "tahoe_scale":
+        if args.format == "parquet":  # its writer is a fast h5ad-only one
+            raise RaycellError("--format parquet does not take --profile tahoe_scale yet; "
+                               "write the h5ad plates and `raycell data convert` them")
         from raycell.tahoe.data.tahoe_scale import (
             TahoeScaleSpec,
             estimated_bytes,
@@ -384,8 +399,27 @@ def _write_tahoe(args: argparse.Namespace) -> None:
         return
     profile = TAHOE_SHAPED if args.profile == "tahoe_shaped" else TahoeSpec()
     spec = _spec_from_flags(TahoeSpec, profile, args)
+    if args.format == "parquet":
+        from raycell.tahoe.data.synthetic import write_tahoe_parquet
+
+        out = write_tahoe_parquet(args.out, spec)
+        print(f"wrote {spec.plates} plates' cells as parquet shards and metadata to {out}")
+        return
     out = write_tahoe(args.out, spec)
     print(f"wrote {spec.plates} plates and drug_metadata.parquet to {out}")
+
+
+def _convert_tahoe(args: argparse.Namespace) -> None:
+    from raycell.tahoe.data.hf_layout import ROWS_PER_GROUP, ROWS_PER_SHARD, convert_h5ad
+
+    sizes = {"rows_per_shard": args.rows_per_shard or ROWS_PER_SHARD,
+             "rows_per_group": args.rows_per_group or ROWS_PER_GROUP}
+    for flag, value in sizes.items():
+        if value < 1:
+            raise RaycellError(f"--{flag} must be at least 1, not {value}")
+    out = convert_h5ad(Path(args.h5ad_dir).expanduser(), Path(args.out).expanduser(), **sizes)
+    shards = len(list((out / "data").glob("*.parquet")))
+    print(f"wrote {shards} shards and metadata to {out}")
 
 
 def main(argv: list[str] | None = None, job: bool = False) -> int:

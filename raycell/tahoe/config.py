@@ -46,12 +46,22 @@ class SyntheticTahoe(TahoeSpec):
 
 class TahoeData(Strict):
     h5ad_dir: str | None = None
-    drug_table: str | None = None  # default: drug_metadata.{parquet,csv} inside h5ad_dir
+    # The Hugging Face release's layout (tahoe/data/hf_layout.py): a snapshot folder.
+    parquet_dir: str | None = None
+    # default: drug_metadata.{parquet,csv} inside h5ad_dir, metadata/drug_metadata.parquet
+    # inside parquet_dir
+    drug_table: str | None = None
     train_plates: list[int] = Field(default_factory=lambda: list(range(1, 14)), min_length=1)
     test_plates: list[int] = Field(default_factory=lambda: [14], min_length=1)
     max_train_cells: int | None = Field(None, ge=1)
     max_test_cells: int | None = Field(None, ge=1)
     synthetic: SyntheticTahoe | None = None
+
+    @model_validator(mode="after")
+    def _one_format(self) -> TahoeData:
+        if self.h5ad_dir is not None and self.parquet_dir is not None:
+            raise ValueError("set data.h5ad_dir or data.parquet_dir, not both")
+        return self
 
     @model_validator(mode="after")
     def _disjoint_plates(self) -> TahoeData:

@@ -27,7 +27,7 @@ from raycell.tahoe.data.synthetic import ensure_tahoe
 
 @dataclass(frozen=True)
 class TahoeInputs:
-    h5ad_dir: Path
+    data_dir: Path  # h5ad plates or a parquet snapshot
     labels: LabelSpace
     train: TahoeSplit
     test: TahoeSplit
@@ -52,6 +52,8 @@ def build_labels(plate_paths: list[Path], table_path: Path) -> LabelSpace:
 
 
 def load_tahoe_inputs(cfg: TahoeConfig) -> TahoeInputs:
+    if cfg.data.parquet_dir is not None:
+        return load_parquet_inputs(cfg)
     h5ad_dir = resolve_h5ad_dir(cfg)
     plates = find_plates(h5ad_dir)
     train_paths = select_plates(plates, cfg.data.train_plates, "train")
@@ -63,3 +65,27 @@ def load_tahoe_inputs(cfg: TahoeConfig) -> TahoeInputs:
     if train.n_vars != test.n_vars:
         raise RaycellError(f"train plates have {train.n_vars} genes, test plates {test.n_vars}")
     return TahoeInputs(h5ad_dir, labels, train, test)
+
+
+def load_parquet_inputs(cfg: TahoeConfig) -> TahoeInputs:
+    """The same inputs from the Hugging Face layout: the same label spaces and, for the
+    same cells, the same model inputs as from their h5ad plates (hf_layout.py)."""
+    from raycell.tahoe.data.hf_layout import DRUG_TABLE
+    from raycell.tahoe.data.hf_rows import cell_lines, gene_columns, read_parquet_split, shard_index
+
+    data = cfg.data
+    root = Path(data.parquet_dir).expanduser().resolve()
+    index = shard_index(root)
+    columns = gene_columns(root)
+    table_path = Path(data.drug_table).expanduser().resolve() if data.drug_table else \
+        root / DRUG_TABLE
+    if not table_path.is_file():
+        raise RaycellError(f"no drug table {table_path}; set data.drug_table")
+    labels = LabelSpace.build(read_drug_table(table_path),
+                              cell_lines(index, data.train_plates + data.test_plates),
+                              CONTROL_DRUG)
+    train = read_parquet_split(index, data.train_plates, labels, data.max_train_cells,
+                               table_path, columns, "train")
+    test = read_parquet_split(index, data.test_plates, labels, data.max_test_cells,
+                              table_path, columns, "test")
+    return TahoeInputs(root, labels, train, test)

@@ -19,7 +19,7 @@ from scdataset import Streaming
 
 from raycell.core.worker import Plan, WorkerContext, all_reduce, fit
 from raycell.tahoe.config import TahoeConfig
-from raycell.tahoe.data.sparse import TahoeRows
+from raycell.tahoe.data.sparse import split_rows
 from raycell.tahoe.inputs import TahoeInputs
 from raycell.tahoe.loaders.scdataset_loader import make_dataset, make_loader
 from raycell.tahoe.loaders.strategies import LoaderSettings, get_strategy
@@ -56,7 +56,7 @@ class TahoePlan(Plan):
         strategy = get_strategy(self.strategy)
         self.train_batches = strategy.epochs(inputs.train, inputs.labels, settings)
         self.test_set = make_dataset(
-            TahoeRows(inputs.test, inputs.labels), Streaming(shuffle=False),
+            split_rows(inputs.test, inputs.labels), Streaming(shuffle=False),
             cfg.training.batch_size, cfg.scdataset.fetch_factor, self.seed, ctx.rank, ctx.world)
 
     def train_epoch(self, epoch: int) -> tuple[dict[str, float], int]:

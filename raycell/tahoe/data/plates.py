@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import h5py
 import numpy as np
@@ -18,6 +19,9 @@ import pandas as pd
 
 from raycell.core.errors import RaycellError
 from raycell.tahoe.data.labels import LabelSpace
+
+if TYPE_CHECKING:
+    from raycell.tahoe.data.hf_rows import ShardRows
 
 PLATE_FILENAME = "plate{n}_filt_Vevo_Tahoe100M_WServicesFrom_ParseGigalab.h5ad"
 PLATE_PATTERN = re.compile(r"^plate(\d+)_.*\.h5ad$")
@@ -131,14 +135,22 @@ class PlateRows:
 
 @dataclass(frozen=True)
 class TahoeSplit:
-    """Rows of a train or test split: plates in order, and (cell_line, drug) label codes."""
+    """Rows of a train or test split: plates in order, and (cell_line, drug) label codes.
 
-    plates: tuple[PlateRows, ...]
+    From h5ad plates, ``plates`` holds PlateRows; from the Hugging Face parquet layout,
+    ShardRows (``hf_rows.py``) and ``token_columns``, the token id -> model column map."""
+
+    plates: tuple[PlateRows, ...] | tuple[ShardRows, ...]
     n_vars: int
     codes: np.ndarray  # (n_cells, 2) int32: cell line and drug, in the LabelSpace's order
+    token_columns: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.codes.shape[0])
+
+    @property
+    def parquet(self) -> bool:
+        return self.token_columns is not None
 
 
 def _rows_per_plate(sizes: list[int], limit: int | None) -> list[int]:

@@ -110,6 +110,15 @@ def runs(sorted_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return starts, stops
 
 
+def split_rows(split: TahoeSplit, labels: LabelSpace) -> TahoeRows:
+    """The row reader of a split: TahoeRows over h5ad plates, ParquetRows over shards."""
+    if split.parquet:
+        from raycell.tahoe.data.hf_rows import ParquetRows
+
+        return ParquetRows(split, labels)
+    return TahoeRows(split, labels)
+
+
 class TahoeRows:
     """Row-addressable view of a Tahoe split for scDataset: ``rows[sorted_ids]`` -> SparseBatch.
 

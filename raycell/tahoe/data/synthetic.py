@@ -14,6 +14,7 @@ drugs contrasted when its batches mix samples.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -208,28 +209,46 @@ def _plate(spec: TahoeSpec, plate: int, bio: _Biology, drugs: list[str],
     for col in ("plate", "sample", "drugname_drugconc", "drug", "cell_line", "sublibrary",
                 "phase", "pass_filter", "cell_name"):
         frame[col] = frame[col].astype("category")
-    genes = pd.Index([f"GENE{g:05d}" for g in range(spec.genes)], name="gene_name")
-    var = pd.DataFrame(index=genes)
+    var = pd.DataFrame(index=pd.Index(gene_names(spec.genes), name="gene_name"))
     return anndata.AnnData(X=x, obs=frame, var=var)
+
+
+def generate_plates(spec: TahoeSpec) -> tuple[pd.DataFrame, Iterator[tuple[int, anndata.AnnData]]]:
+    """The drug table, and the plates one by one (number, AnnData): what both formats hold."""
+    rng = np.random.default_rng(spec.seed)
+    bio = _biology(spec, rng)
+    table = drug_table(spec)
+    # obs carries clean names; the table's stray spaces are the reader's problem.
+    drugs = [d.strip() for d in table["drug"]] + [CONTROL_DRUG]
+    plates = ((plate, _plate(spec, plate, bio, drugs, rng)) for plate in range(1, spec.plates + 1))
+    return table, plates
 
 
 def write_tahoe(out_dir: str | Path, spec: TahoeSpec) -> Path:
     """Write ``spec.plates`` real-named plate files and ``drug_metadata.parquet``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(spec.seed)
-    bio = _biology(spec, rng)
-    table = drug_table(spec)
-    # obs carries clean names; the table's stray spaces are the reader's problem.
-    drugs = [d.strip() for d in table["drug"]] + [CONTROL_DRUG]
+    table, plates = generate_plates(spec)
     table.to_parquet(out / "drug_metadata.parquet", index=False)
-    for plate in range(1, spec.plates + 1):
-        adata = _plate(spec, plate, bio, drugs, rng)
+    for plate, adata in plates:
         final = out / PLATE_FILENAME.format(n=plate)
         tmp = final.with_suffix(".h5ad.tmp")
         adata.write_h5ad(tmp)
         os.replace(tmp, final)  # a crash never leaves a half-written plate under the real name
     return out
+
+
+def write_tahoe_parquet(out_dir: str | Path, spec: TahoeSpec, **layout) -> Path:
+    """The same cells as ``write_tahoe`` (same spec, same seed), in the Hugging Face layout."""
+    from raycell.tahoe.data.hf_layout import plate_cells, write_layout
+
+    table, plates = generate_plates(spec)
+    return write_layout(Path(out_dir), (plate_cells(n, a) for n, a in plates),
+                        gene_names(spec.genes), table, **layout)
+
+
+def gene_names(n: int) -> list[str]:
+    return [f"GENE{g:05d}" for g in range(n)]
 
 
 def ensure_tahoe(out_dir: str | Path, spec: TahoeSpec) -> Path:

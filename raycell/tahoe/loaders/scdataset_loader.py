@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 
 from raycell.tahoe.data.labels import LabelSpace
 from raycell.tahoe.data.plates import TahoeSplit
-from raycell.tahoe.data.sparse import TahoeRows
+from raycell.tahoe.data.sparse import TahoeRows, split_rows
 
 
 class EpochDataset(scDataset):
@@ -104,7 +104,7 @@ def batches_per_rank(dataset: EpochDataset) -> int:
 def scdataset_epochs(split: TahoeSplit, labels: LabelSpace, strategy: SamplingStrategy, s):
     """epoch -> this rank's batches: the dataset's seed is fixed per epoch (set_epoch), and
     every rank stops at the fewest batches any rank has, so DDP ranks step together."""
-    dataset = make_dataset(TahoeRows(split, labels), strategy, s.batch_size, s.fetch_factor,
+    dataset = make_dataset(split_rows(split, labels), strategy, s.batch_size, s.fetch_factor,
                            s.seed, s.rank, s.world)
     steps = batches_per_rank(dataset)
 

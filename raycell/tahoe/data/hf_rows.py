@@ -1,0 +1,259 @@
+"""Cells of the Hugging Face layout (``hf_layout.py``) as a split and as sparse rows.
+
+Opening a snapshot reads each shard's footer and its ``plate``, ``cell_line_id`` and
+``drug`` columns once (a few bytes a cell), checks the columns the model needs, and
+keeps per (shard, plate) the rows a split takes. ``ParquetRows`` then serves any set
+of rows as a SparseBatch by decoding the row groups that hold them (a few kept
+decoded per process: streaming reads each group once), dropping the CLS entry and
+mapping token ids to model columns.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import scipy.sparse as sp
+
+from raycell.core.errors import BadData, RaycellError
+from raycell.tahoe.data.hf_layout import GENE_TABLE, SHARD_PATTERN, SHARDS
+from raycell.tahoe.data.labels import LabelSpace
+from raycell.tahoe.data.plates import PLATE_PATTERN, TahoeSplit
+from raycell.tahoe.data.sparse import SparseBatch
+
+NEEDED = ("genes", "expressions", "plate", "cell_line_id", "drug")
+PLATE_NAME = re.compile(r"(\d+)$")
+DECODED_GROUPS = 8  # row groups kept decoded per process
+
+
+@dataclass(frozen=True)
+class ShardRows:
+    """The rows one split takes from one shard (those of one plate), by position."""
+
+    path: str
+    rows: np.ndarray  # int64, sorted positions in the shard
+    group_starts: np.ndarray  # int64: each row group's first row, then the shard's rows
+    bytes_per_row: float  # genes and expressions, uncompressed (the footer's figure)
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.rows.size)
+
+
+@dataclass(frozen=True)
+class ShardIndex:
+    """What opening a shard learns: its plates, cell lines and drugs, its row groups."""
+
+    path: str
+    plate: np.ndarray  # int plate number per row
+    cell_line: pa.DictionaryArray
+    drug: pa.DictionaryArray
+    group_starts: np.ndarray
+    bytes_per_row: float
+
+
+def find_shards(root: Path) -> list[Path]:
+    """The expression shards of a snapshot folder, in the release's order."""
+    if not root.is_dir():
+        raise RaycellError(f"parquet directory {root} does not exist")
+    if any(PLATE_PATTERN.match(p.name) for p in root.iterdir()):
+        raise RaycellError(f"{root} holds h5ad plates and a parquet snapshot: keep one "
+                           "format a folder")
+    folder = root / SHARDS
+    shards = sorted(p for p in folder.glob("*.parquet")) if folder.is_dir() else []
+    if not shards:
+        raise RaycellError(f"parquet directory {root} holds no shards ({SHARDS}/*.parquet)")
+    named = [p for p in shards if SHARD_PATTERN.match(p.name)]
+    return named if len(named) == len(shards) else shards
+
+
+def gene_columns(root: Path) -> np.ndarray:
+    """token id -> model column (-1: not a gene), from gene_metadata's token ids in order."""
+    path = root / GENE_TABLE
+    try:
+        tokens = pq.read_table(path, columns=["token_id"]).column("token_id").to_numpy()
+    except FileNotFoundError:
+        raise RaycellError(f"no gene table {path}") from None
+    except (pa.ArrowInvalid, KeyError, OSError) as exc:
+        raise RaycellError(f"gene table {path} cannot be read: {exc}") from None
+    tokens = np.sort(tokens.astype(np.int64))
+    if tokens.size == 0 or tokens[0] < 0 or np.any(np.diff(tokens) == 0):
+        raise RaycellError(f"gene table {path}: token_id must be distinct non-negative ids")
+    lookup = np.full(int(tokens[-1]) + 1, -1, np.int32)
+    lookup[tokens] = np.arange(tokens.size, dtype=np.int32)
+    return lookup
+
+
+def index_shard(path: Path) -> ShardIndex:
+    try:
+        file = pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise RaycellError(f"{path}: not a readable parquet file ({exc})") from None
+    missing = [c for c in NEEDED if c not in file.schema_arrow.names]
+    if missing:
+        raise RaycellError(f"{path} has no column '{missing[0]}'")
+    table = file.read(columns=["plate", "cell_line_id", "drug"])
+    meta = file.metadata
+    sizes = [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
+    list_bytes = sum(meta.row_group(g).column(c).total_uncompressed_size
+                     for g in range(meta.num_row_groups) for c in range(meta.num_columns)
+                     if meta.row_group(g).column(c).path_in_schema.split(".")[0]
+                     in ("genes", "expressions"))
+    plates = table.column("plate").combine_chunks().dictionary_encode()
+    numbers = []
+    for name in plates.dictionary.to_pylist():
+        match = PLATE_NAME.search(str(name))
+        if match is None:
+            raise RaycellError(f"{path}: plate {name!r} names no plate number")
+        numbers.append(int(match.group(1)))
+    plate = np.asarray(numbers, np.int64)[plates.indices.to_numpy()] if numbers else \
+        np.zeros(0, np.int64)
+    return ShardIndex(str(path), plate,
+                      table.column("cell_line_id").combine_chunks().dictionary_encode(),
+                      table.column("drug").combine_chunks().dictionary_encode(),
+                      np.cumsum([0, *sizes]).astype(np.int64),
+                      list_bytes / max(meta.num_rows, 1))
+
+
+def cell_lines(index: list[ShardIndex], plates: list[int]) -> set[str]:
+    """Every cell line of the plates' cells: the label space."""
+    found: set[str] = set()
+    for shard in index:
+        taken = np.isin(shard.plate, plates)
+        if taken.any():
+            codes = np.unique(shard.cell_line.indices.to_numpy()[taken])
+            found.update(str(v) for v in shard.cell_line.dictionary.take(codes).to_pylist())
+    return found
+
+
+def read_parquet_split(index: list[ShardIndex], plates: list[int], labels: LabelSpace,
+                       max_cells: int | None, drug_table: Path, columns: np.ndarray,
+                       role: str) -> TahoeSplit:
+    """The cells of ``plates`` in the order asked, each plate's in shard order (the h5ad
+    reader's order for converted plates), the first ``max_cells`` of them if set."""
+    import pandas as pd
+
+    pieces, codes, left = [], [], max_cells
+    found = {int(p) for shard in index for p in np.unique(shard.plate)}
+    missing = [p for p in plates if p not in found]
+    if missing:
+        raise RaycellError(f"{role} plate {missing[0]} not found (found plates {sorted(found)})")
+    for number in plates:
+        for shard in index:
+            rows = np.flatnonzero(shard.plate == number)
+            if left is not None:
+                rows = rows[:left]
+                left -= rows.size
+            if rows.size == 0:
+                continue
+            pick = pa.array(rows)
+            cell_line, drug = (pd.Categorical.from_codes(
+                column.indices.take(pick).to_numpy(zero_copy_only=False).astype(np.int64),
+                [str(v) for v in column.dictionary.to_pylist()])
+                for column in (shard.cell_line, shard.drug))
+            codes.append(labels.encode(cell_line, drug, source=shard.path, drug_table=drug_table))
+            pieces.append(ShardRows(shard.path, rows.astype(np.int64), shard.group_starts,
+                                    shard.bytes_per_row))
+    if not pieces:
+        raise RaycellError(f"no cells in {role} plates {plates}")
+    n_vars = int(columns.max()) + 1
+    return TahoeSplit(tuple(pieces), n_vars, np.concatenate(codes), columns)
+
+
+class ParquetRows:
+    """Row-addressable view of a parquet split: ``rows[ids]`` -> SparseBatch, like
+    ``TahoeRows`` for plates. Picklable: files open lazily in whichever process reads."""
+
+    def __init__(self, split: TahoeSplit, labels: LabelSpace):
+        self.split, self.labels = split, labels
+        self.offsets = np.cumsum([0] + [p.n_rows for p in split.plates])
+        self.n_vars = split.n_vars
+        self._files: dict[str, pq.ParquetFile] = {}
+        self._groups: OrderedDict[tuple[str, int], sp.csr_array] = OrderedDict()
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_files": {}, "_groups": OrderedDict()}
+
+    def __getitem__(self, rows: np.ndarray) -> SparseBatch:
+        rows = np.asarray(rows)
+        unique, inverse = np.unique(rows, return_inverse=True)
+        piece_of = np.searchsorted(self.offsets, unique, side="right") - 1
+        parts = []
+        for piece in np.unique(piece_of):
+            shard = self.split.plates[piece]
+            local = shard.rows[unique[piece_of == piece] - self.offsets[piece]]
+            group_of = np.searchsorted(shard.group_starts, local, side="right") - 1
+            for group in np.unique(group_of):
+                decoded = self._group(shard, int(group))
+                parts.append(decoded[local[group_of == group] - shard.group_starts[group]])
+        x = sp.vstack(parts, format="csr") if len(parts) > 1 else sp.csr_array(parts[0])
+        labels = self.labels.expand(self.split.codes[unique])
+        batch = SparseBatch(x, labels, unique)
+        return batch if unique.size == rows.size else batch[inverse.ravel()]
+
+    def _group(self, shard: ShardRows, group: int) -> sp.csr_array:
+        key = (shard.path, group)
+        if key in self._groups:
+            self._groups.move_to_end(key)
+            return self._groups[key]
+        if shard.path not in self._files:
+            self._files[shard.path] = pq.ParquetFile(shard.path)
+        table = self._files[shard.path].read_row_group(group, columns=["genes", "expressions"])
+        decoded = decode_cells(table, self.split.token_columns, shard.path,
+                               int(shard.group_starts[group]))
+        self._groups[key] = decoded
+        if len(self._groups) > DECODED_GROUPS:
+            self._groups.popitem(last=False)
+        return decoded
+
+
+def decode_cells(table: pa.Table, columns: np.ndarray, path: str, first_row: int
+                 ) -> sp.csr_array:
+    """Rows of ``genes``/``expressions`` as CSR counts over model columns: the Arrow lists'
+    offsets are the row pointers, a leading negative entry (CLS) is dropped, and every
+    token, length and count is checked (naming the shard and row)."""
+    genes = table.column("genes").combine_chunks()
+    values = table.column("expressions").combine_chunks()
+    offsets = genes.offsets.to_numpy().astype(np.int64)
+    other = values.offsets.to_numpy().astype(np.int64)
+    offsets, other = offsets - offsets[0], other - other[0]
+    if not np.array_equal(offsets, other):
+        row = int(np.flatnonzero(np.diff(offsets) != np.diff(other))[0])
+        raise BadData(f"{path} row {first_row + row}: genes and expressions differ in length")
+    tokens = genes.flatten().to_numpy(zero_copy_only=False).astype(np.int64)
+    counts = values.flatten().to_numpy(zero_copy_only=False).astype(np.float32)
+    n = offsets.size - 1
+    firsts = offsets[:-1][np.diff(offsets) > 0]
+    cls = firsts[counts[firsts] < 0]
+    if cls.size:  # drop them, and shorten their rows
+        keep = np.ones(tokens.size, bool)
+        keep[cls] = False
+        dropped = np.zeros(n + 1, np.int64)
+        dropped[np.searchsorted(offsets, cls, side="right")] = 1
+        offsets = offsets - np.cumsum(dropped)
+        tokens, counts = tokens[keep], counts[keep]
+    known = (tokens >= 0) & (tokens < columns.size)
+    cols = np.where(known, columns[np.where(known, tokens, 0)], -1)
+    if cols.size and cols.min() < 0:
+        at = int(np.flatnonzero(cols < 0)[0])
+        row = int(np.searchsorted(offsets, at, side="right")) - 1
+        raise BadData(f"{path} row {first_row + row}: token id {tokens[at]} is not in "
+                      "gene_metadata")
+    if counts.size and not (counts.min() >= 0 and np.isfinite(counts.max())):
+        at = int(np.flatnonzero(~((counts >= 0) & np.isfinite(counts)))[0])
+        row = int(np.searchsorted(offsets, at, side="right")) - 1
+        raise BadData(f"{path} row {first_row + row}: expression {counts[at]} (counts must "
+                      "be finite and non-negative)")
+    return sp.csr_array((counts, cols.astype(np.int32), offsets), shape=(n, int(columns.max()) + 1))
+
+
+def shard_index(root: Path) -> list[ShardIndex]:
+    return [index_shard(path) for path in find_shards(root)]
