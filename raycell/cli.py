@@ -412,8 +412,9 @@ def _write_tahoe(args: argparse.Namespace) -> None:
 def _convert_tahoe(args: argparse.Namespace) -> None:
     from raycell.tahoe.data.hf_layout import ROWS_PER_GROUP, ROWS_PER_SHARD, convert_h5ad
 
-    sizes = {"rows_per_shard": args.rows_per_shard or ROWS_PER_SHARD,
-             "rows_per_group": args.rows_per_group or ROWS_PER_GROUP}
+    defaults = {"rows_per_shard": ROWS_PER_SHARD, "rows_per_group": ROWS_PER_GROUP}
+    sizes = {flag: default if getattr(args, flag) is None else getattr(args, flag)
+             for flag, default in defaults.items()}
     for flag, value in sizes.items():
         if value < 1:
             raise RaycellError(f"--{flag} must be at least 1, not {value}")

@@ -27,7 +27,8 @@ ELSEWHERE = {
     "jobs/tahoe_grid.py": "tests/service/test_jobs.py",
     "jobs/chemoe_grid.py": "tests/service/test_jobs.py",
 }
-HERE = {"raycell tahoe", "raycell chemoe", "raycell data tahoe", "raycell data pdgrapher",
+HERE = {"raycell tahoe", "raycell chemoe", "raycell data tahoe", "raycell data convert",
+        "raycell data pdgrapher",
         "raycell data import-pdgrapher", "raycell bench train", "raycell bench chemoe",
         "raycell report", "raycell status"}
 
@@ -39,7 +40,7 @@ def _documented() -> set[str]:
                 *(REPO / "docs").glob("*.md")]:
         text = doc.read_text()
         for command, kind in re.findall(r"\braycell (tahoe|chemoe|data|bench|report|status)"
-                                        r"(?: (tahoe|pdgrapher|import-pdgrapher|loaders|"
+                                        r"(?: (tahoe|convert|pdgrapher|import-pdgrapher|loaders|"
                                         r"train|chemoe)\b)?", text):
             found.add(f"raycell {command}" + (f" {kind}" if command in ("data", "bench")
                                               and kind else ""))
@@ -57,7 +58,8 @@ def test_every_documented_command_has_a_smoke_test():
 def test_help_answers_for_every_command():
     done = run_cli("--help")
     assert done.returncode == 0 and "tahoe" in done.stdout and not done.stderr
-    for command in (["tahoe"], ["chemoe"], ["data", "tahoe"], ["data", "pdgrapher"],
+    for command in (["tahoe"], ["chemoe"], ["data", "tahoe"], ["data", "convert"],
+                    ["data", "pdgrapher"],
                     ["data", "import-pdgrapher"], ["bench", "loaders"], ["bench", "train"],
                     ["bench", "chemoe"], ["report"], ["status"]):
         with pytest.raises(SystemExit) as exited:
@@ -156,12 +158,21 @@ def test_status_lists_the_finished_runs(tahoe_run):
     assert "block_shuffling-seed0" in done.stdout and "ray_streaming-seed0" in done.stdout
 
 
-def test_data_tahoe_writes_plates(tmp_path):
-    done = run_cli("data", "tahoe", "--out", str(tmp_path / "d"), "--plates", "2",
-                   "--cells_per_plate", "100", "--genes", "50", "--drugs", "4",
-                   "--cell_lines", "2")
+def test_data_tahoe_writes_plates_or_shards_and_convert_turns_plates_into_shards(tmp_path):
+    small = ("--plates", "2", "--cells_per_plate", "100", "--genes", "50", "--drugs", "4",
+             "--cell_lines", "2")
+    done = run_cli("data", "tahoe", "--out", str(tmp_path / "d"), *small)
     assert done.returncode == 0, done.stderr
     assert len(list((tmp_path / "d").glob("plate*.h5ad"))) == 2
+    done = run_cli("data", "tahoe", "--out", str(tmp_path / "p"), "--format", "parquet", *small)
+    assert done.returncode == 0, done.stderr
+    shards = [p.name for p in (tmp_path / "p" / "data").glob("*.parquet")]
+    assert shards == ["train-00000-of-00001.parquet"]
+    done = run_cli("data", "convert", str(tmp_path / "d"), "--out", str(tmp_path / "c"),
+                   "--rows_per_shard", "150")
+    assert done.returncode == 0, done.stderr
+    assert "wrote 2 shards" in done.stdout
+    assert (tmp_path / "c" / "metadata" / "gene_metadata.parquet").is_file()
 
 
 def test_data_pdgrapher_writes_cell_lines(tmp_path):
