@@ -70,18 +70,36 @@ def write_layout(out: Path, plates: Iterable[PlateCells], genes: list[str], drug
         raise RaycellError(f"{out} is not empty: convert into a new folder")
     partial = out.with_name(out.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
+    try:
+        _write_partial(partial, plates, genes, drug_table, rows_per_shard, rows_per_group, cls)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    if out.exists():
+        out.rmdir()
+    os.replace(partial, out)
+    return out
+
+
+def _write_partial(partial: Path, plates: Iterable[PlateCells], genes: list[str], drug_table,
+                   rows_per_shard: int, rows_per_group: int, cls: bool) -> None:
     (partial / SHARDS).mkdir(parents=True)
     (partial / "metadata").mkdir()
     tokens = FIRST_GENE_TOKEN + np.arange(len(genes), dtype=np.int64)
     pq.write_table(pa.table({"token_id": tokens, "ensembl_id": list(genes),
                              "gene_symbol": list(genes)}), partial / GENE_TABLE)
-    pq.write_table(pa.Table.from_pandas(drug_table, preserve_index=False), partial / DRUG_TABLE)
+    drugs = pa.Table.from_pandas(drug_table, preserve_index=False)
+    pq.write_table(drugs, partial / DRUG_TABLE)
     by_drug = drug_table.assign(drug=drug_table["drug"].astype(str).str.strip()) \
         .drop_duplicates("drug").set_index("drug")
+    # The table's types, so that a chunk of control cells only (no drug values) writes
+    # the same schema as the rest.
+    types = {c: drugs.schema.field(c).type if c in drugs.schema.names else pa.string()
+             for c in DRUG_COLUMNS}
     writer, written, shard = None, 0, 0
     names = []
     for plate in plates:
-        cells = _cell_table(plate, by_drug, cls)
+        cells = _cell_table(plate, by_drug, types, cls)
         start = 0
         while start < cells.num_rows:
             if writer is None or written == rows_per_shard:
@@ -97,13 +115,10 @@ def write_layout(out: Path, plates: Iterable[PlateCells], genes: list[str], drug
         writer.close()
     for i, name in enumerate(names):  # the release's names, now that the count is known
         name.rename(name.with_name(SHARD_NAME.format(i=i, n=len(names))))
-    if out.exists():
-        out.rmdir()
-    os.replace(partial, out)
-    return out
 
 
-def _cell_table(plate: PlateCells, by_drug, cls: bool) -> pa.Table:
+def _cell_table(plate: PlateCells, by_drug, types: dict[str, pa.DataType], cls: bool
+                ) -> pa.Table:
     """One plate's cells as rows of the release: token ids and counts per cell, in var
     order, behind a CLS entry if ``cls``."""
     x = plate.x
@@ -130,12 +145,15 @@ def _cell_table(plate: PlateCells, by_drug, cls: bool) -> pa.Table:
     }
     for column in DRUG_COLUMNS:  # a cell of the control has none
         known = by_drug[column] if column in by_drug else {}
-        columns[column] = pa.array([_plain(known.get(d)) for d in drugs])
+        columns[column] = pa.array([_plain(known.get(d)) for d in drugs], types[column])
     return pa.table(columns)
 
 
 def _plain(value):
-    """A drug table's value as Arrow takes it from a list (numpy scalars to Python)."""
+    """A drug table's value as Arrow takes it from a list: numpy scalars to Python, a
+    missing value (NaN) to None."""
+    if value is None or (isinstance(value, float | np.floating) and np.isnan(value)):
+        return None
     return value.item() if isinstance(value, np.generic) else value
 
 
