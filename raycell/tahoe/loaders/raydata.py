@@ -88,7 +88,7 @@ def _read(split_ref: ray.ObjectRef, labels: LabelSpace, group: RowGroup) -> list
     is opened here, never pickled."""
     rows = group.rows()
     split = ray.get(split_ref)
-    if split.parquet:  # shards: the split is small (row positions), read it whole
+    if split.parquet:  # shards: ParquetRows reads only the row groups holding ``rows``
         batch = split_rows(split, labels)[rows]
     else:
         piece = _sub_split(split, rows)
