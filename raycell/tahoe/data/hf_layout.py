@@ -20,7 +20,6 @@ which is how a run picks its train and test plates.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -36,7 +35,6 @@ SHARDS = "data"
 GENE_TABLE = "metadata/gene_metadata.parquet"
 DRUG_TABLE = "metadata/drug_metadata.parquet"
 SHARD_NAME = "train-{i:05d}-of-{n:05d}.parquet"
-SHARD_PATTERN = re.compile(r"^train-(\d+)-of-(\d+)\.parquet$")
 FIRST_GENE_TOKEN = 3  # 0-2 are reserved: pad, CLS, mask
 CLS_TOKEN, CLS_EXPRESSION = 1, -2.0  # as the release starts its rows
 CELL_COLUMNS = ("drug", "sample", "cell_line_id", "plate", "BARCODE_SUB_LIB_ID")

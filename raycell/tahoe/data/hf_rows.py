@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import scipy.sparse as sp
 
 from raycell.core.errors import BadData, RaycellError
-from raycell.tahoe.data.hf_layout import GENE_TABLE, SHARD_PATTERN, SHARDS
+from raycell.tahoe.data.hf_layout import GENE_TABLE, SHARDS
 from raycell.tahoe.data.labels import LabelSpace
 from raycell.tahoe.data.plates import PLATE_PATTERN, TahoeSplit
 from raycell.tahoe.data.sparse import SparseBatch
@@ -68,8 +68,7 @@ def find_shards(root: Path) -> list[Path]:
     shards = sorted(p for p in folder.glob("*.parquet")) if folder.is_dir() else []
     if not shards:
         raise RaycellError(f"parquet directory {root} holds no shards ({SHARDS}/*.parquet)")
-    named = [p for p in shards if SHARD_PATTERN.match(p.name)]
-    return named if len(named) == len(shards) else shards
+    return shards  # train-00000-of-..., zero-padded: name order is the release's order
 
 
 def gene_columns(root: Path) -> np.ndarray:
@@ -79,8 +78,8 @@ def gene_columns(root: Path) -> np.ndarray:
         tokens = pq.read_table(path, columns=["token_id"]).column("token_id").to_numpy()
     except FileNotFoundError:
         raise RaycellError(f"no gene table {path}") from None
-    except (pa.ArrowInvalid, KeyError, OSError) as exc:
-        raise RaycellError(f"gene table {path} cannot be read: {exc}") from None
+    except (pa.ArrowInvalid, KeyError, OSError) as exc:  # one line, not Arrow's text
+        raise RaycellError(f"gene table {path} cannot be read: {type(exc).__name__}") from None
     tokens = np.sort(tokens.astype(np.int64))
     if tokens.size == 0 or tokens[0] < 0 or np.any(np.diff(tokens) == 0):
         raise RaycellError(f"gene table {path}: token_id must be distinct non-negative ids")
@@ -93,7 +92,8 @@ def index_shard(path: Path) -> ShardIndex:
     try:
         file = pq.ParquetFile(path)
     except (pa.ArrowInvalid, OSError) as exc:
-        raise RaycellError(f"{path}: not a readable parquet file ({exc})") from None
+        raise RaycellError(f"{path}: not a readable parquet file ({type(exc).__name__})") \
+            from None
     missing = [c for c in NEEDED if c not in file.schema_arrow.names]
     if missing:
         raise RaycellError(f"{path} has no column '{missing[0]}'")

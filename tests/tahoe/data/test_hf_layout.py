@@ -133,6 +133,15 @@ def test_a_bad_row_is_refused_where_a_read_finds_it(spoilt, tmp_path, column, fi
     assert len(rows[np.array([0, at - 200, at + 200])]) == 3  # rows of other groups read
 
 
+def test_a_shard_that_is_not_parquet_is_one_line(spoilt, tmp_path):
+    root, shard = spoilt
+    shard.write_bytes(b"PAR1 not really")
+    save = tmp_path / "out"
+    refused = run_main("tahoe", "--parquet_dir", root, "--train_plates", "1", "2",
+                       "--test_plates", "3", "--strategy", "streaming", "--save_dir", save)
+    assert_clean_error(refused, f"{shard}: not a readable parquet file", save)
+
+
 def test_a_drug_missing_from_the_drug_table_is_one_line(spoilt, tmp_path):
     root, shard = spoilt
     table = pq.read_table(root / DRUG_TABLE).to_pandas()
