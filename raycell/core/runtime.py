@@ -41,7 +41,15 @@ def ensure_ray(settings: RaySettings) -> str | None:
     options = {"log_to_driver": loud, "logging_level": logging.INFO if loud else logging.ERROR}
     address = os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, **options)
+        _check_answers(address)
+        try:
+            ray.init(address=address, **options)
+        except ConnectionError as exc:  # e.g. a cluster whose auth token this host lacks
+            from raycell.core.status import first_error_line
+
+            reason = first_error_line(str(exc.__cause__ or exc))  # the innermost error
+            raise RaycellError(f"RAY_ADDRESS={address}: cannot join the Ray cluster there "
+                               f"({reason})") from None
         cpus = int(ray.cluster_resources().get("CPU", 0))
         return f"ray: joined the cluster at {address} ({cpus} CPUs, RAY_ADDRESS)"
     cpus = local_cpus(settings)
@@ -51,6 +59,22 @@ def ensure_ray(settings: RaySettings) -> str | None:
     os.environ.setdefault(PREEMPTION_WATCHER, "0")
     ray.init(address="local", num_cpus=cpus, **options)
     return f"ray: started a local cluster ({cpus} logical CPUs; RAY_ADDRESS joins another)"
+
+
+def _check_answers(address: str, timeout_s: float = 4.0) -> None:
+    """A GCS address (host:port) where nothing listens is refused at once: ``ray.init``
+    would retry for ~20 s and end in a traceback. (``ray://`` client and ``auto``
+    addresses are left to Ray.)"""
+    import socket
+
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or "://" in address:
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise RaycellError(f"RAY_ADDRESS={address}: no Ray cluster answers there "
+                           f"({exc.strerror or type(exc).__name__})") from None
 
 
 def worker_bundle(settings: RaySettings) -> dict[str, float]:

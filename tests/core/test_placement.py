@@ -72,3 +72,20 @@ def test_placement_settings_are_not_in_the_run_key(tahoe_dir, tmp_path):
         config = tahoe_yaml(tmp_path / "c.yaml", tahoe_dir, tmp_path / "out", 1, ray=ray)
         keys.add(config_key(run_settings(load_tahoe_config(str(config)), "ray_streaming", 0)))
     assert len(keys) == 1
+
+
+def test_a_ray_address_where_nothing_answers_is_one_line_within_seconds(tahoe_dir, tmp_path):
+    """A fresh interpreter (this one may be connected already): RAY_ADDRESS names a loopback
+    port nobody listens on. Ray alone retries for ~20 s and ends in a traceback."""
+    import os
+
+    from tests.conftest import run_cli
+    from tests.service.processes import free_port
+
+    save = tmp_path / "out"
+    address = f"127.0.0.1:{free_port()}"
+    started = time.monotonic()
+    refused = run_cli("tahoe", "--h5ad_dir", str(tahoe_dir), *PLATES, "--strategy", "random",
+                      "--save_dir", str(save), env={**os.environ, "RAY_ADDRESS": address})
+    assert time.monotonic() - started < 15
+    assert_clean_error(refused, f"RAY_ADDRESS={address}: no Ray cluster answers there", save)
