@@ -65,7 +65,7 @@ def write_layout(out: Path, plates: Iterable[PlateCells], genes: list[str], drug
     so a crash never leaves a half-written snapshot under ``out``."""
     out = Path(out)
     if out.exists() and any(out.iterdir()):
-        raise RaycellError(f"{out} is not empty: convert into a new folder")
+        raise RaycellError(f"{out} is not empty: write the snapshot into a new folder")
     partial = out.with_name(out.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     try:

@@ -166,7 +166,7 @@ def test_plates_and_shards_in_one_folder_are_one_line(tahoe_dir, spoilt, tmp_pat
 
 
 @pytest.mark.parametrize(("extra", "culprit"), [
-    ((), "is not empty: convert into a new folder"),
+    ((), "is not empty: write the snapshot into a new folder"),
     (("--rows_per_shard", "0"), "--rows_per_shard must be at least 1, not 0"),
 ])
 def test_convert_refuses_a_folder_in_use_and_sizes_below_one(tahoe_dir, tmp_path, extra,
