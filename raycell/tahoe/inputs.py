@@ -77,10 +77,7 @@ def load_parquet_inputs(cfg: TahoeConfig) -> TahoeInputs:
     root = Path(data.parquet_dir).expanduser().resolve()
     index = shard_index(root)
     columns = gene_columns(root)
-    table_path = Path(data.drug_table).expanduser().resolve() if data.drug_table else \
-        root / DRUG_TABLE
-    if not table_path.is_file():
-        raise RaycellError(f"no drug table {table_path}; set data.drug_table")
+    table_path = find_drug_table((root / DRUG_TABLE).parent, data.drug_table)
     labels = LabelSpace.build(read_drug_table(table_path),
                               cell_lines(index, data.train_plates + data.test_plates),
                               CONTROL_DRUG)

@@ -207,7 +207,7 @@ class ParquetRows:
         if shard.path not in self._files:
             self._files[shard.path] = pq.ParquetFile(shard.path)
         table = self._files[shard.path].read_row_group(group, columns=["genes", "expressions"])
-        decoded = decode_cells(table, self.split.token_columns, shard.path,
+        decoded = decode_cells(table, self.split.token_columns, self.n_vars, shard.path,
                                int(shard.group_starts[group]))
         self._groups[key] = decoded
         if len(self._groups) > DECODED_GROUPS:
@@ -215,8 +215,8 @@ class ParquetRows:
         return decoded
 
 
-def decode_cells(table: pa.Table, columns: np.ndarray, path: str, first_row: int
-                 ) -> sp.csr_array:
+def decode_cells(table: pa.Table, columns: np.ndarray, n_vars: int, path: str,
+                 first_row: int) -> sp.csr_array:
     """Rows of ``genes``/``expressions`` as CSR counts over model columns: the Arrow lists'
     offsets are the row pointers, a leading negative entry (CLS) is dropped, and every
     token, length and count is checked (naming the shard and row)."""
@@ -252,7 +252,7 @@ def decode_cells(table: pa.Table, columns: np.ndarray, path: str, first_row: int
         row = int(np.searchsorted(offsets, at, side="right")) - 1
         raise BadData(f"{path} row {first_row + row}: expression {counts[at]} (counts must "
                       "be finite and non-negative)")
-    return sp.csr_array((counts, cols.astype(np.int32), offsets), shape=(n, int(columns.max()) + 1))
+    return sp.csr_array((counts, cols.astype(np.int32), offsets), shape=(n, n_vars))
 
 
 def shard_index(root: Path) -> list[ShardIndex]:
