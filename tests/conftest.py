@@ -228,6 +228,15 @@ def s3(tmp_path_factory):
         yield server
 
 
+@pytest.fixture
+def silent_endpoint():
+    """A loopback port that takes connections and never answers."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+
+
 # Enough epochs after the first checkpoint that a signal sent on seeing it lands mid-run
 # (2-3 s of epochs here).
 REFERENCE_EPOCHS = 4

@@ -61,7 +61,7 @@ def _storage_path(path: str | None) -> str | None:
     if path is None:
         return None
     if path.startswith("s3://"):
-        from raycell.core.storage import bucket_of
+        from raycell.core.filesystems import bucket_of
 
         if not bucket_of(path):
             raise ValueError(f"{path!r} names no bucket: use s3://bucket/prefix")

@@ -30,7 +30,12 @@ def _outside_working_dir(path: Path, what: str, value: str) -> Path:
 
 
 def job_flag_path(value: str, flag: str, must_exist: bool) -> str:
-    """A path flag of a job: absolute, outside the working directory, present if read."""
+    """A path flag of a job: absolute, outside the working directory, present if read
+    (object storage URIs pass as they are)."""
+    from raycell.core.filesystems import is_url
+
+    if is_url(value):
+        return value
     path = Path(value).expanduser()
     if not path.is_absolute():
         raise RaycellError(f"--{flag} {value} is relative: a job runs in a temporary copy of "

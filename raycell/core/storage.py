@@ -13,7 +13,6 @@ status`` and ``--restart`` treat both alike.
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,22 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from raycell.core.errors import RaycellError
+from raycell.core.filesystems import check_bucket, s3_filesystem
 from raycell.core.layout import TRAIN_DIR, TRAIN_SNAPSHOT
-
-# A probe of object storage gives up within seconds: an endpoint that does not answer is
-# bad input, not something to retry for minutes (pyarrow's defaults: 3 attempts, long waits).
-PROBE_TIMEOUT_S = 4
-
-
-def endpoint() -> str | None:
-    """An S3-compatible server's address, as the AWS variables give it (None: AWS's own)."""
-    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-
-
-def bucket_of(uri: str) -> str:
-    """``s3://bucket/prefix`` -> ``bucket`` ("" when the URI names none)."""
-    return uri.removeprefix("s3://").split("/", 1)[0]
 
 
 @dataclass(frozen=True)
@@ -107,19 +92,6 @@ class CheckpointStore:
             self.fs.delete_dir(self.folder(train_name))
 
 
-def s3_filesystem(probe: bool = False):
-    """pyarrow's S3 filesystem as the AWS variables set it up (``probe``: one attempt,
-    seconds to answer)."""
-    from pyarrow import fs
-
-    address = endpoint()
-    options: dict[str, Any] = {"endpoint_override": address} if address else {}
-    if probe:
-        options |= {"connect_timeout": PROBE_TIMEOUT_S, "request_timeout": PROBE_TIMEOUT_S,
-                    "retry_strategy": fs.AwsStandardS3RetryStrategy(max_attempts=1)}
-    return fs.S3FileSystem(**options)
-
-
 def open_store(uri: str) -> CheckpointStore:
     """The store at ``uri``: ``s3://bucket/prefix`` or an absolute local path."""
     if uri.startswith("s3://"):
@@ -139,17 +111,4 @@ def checkpoint_store(save_dir: Path, storage_path: str | None = None) -> Checkpo
 def check_reachable(store: CheckpointStore) -> None:
     """Object storage that does not answer, or a bucket that is not there, is one line
     within seconds, before a grid writes anything."""
-    if not store.uri.startswith("s3://"):
-        return
-    from pyarrow.fs import FileType
-
-    bucket = bucket_of(store.uri)
-    where = endpoint() or "AWS's endpoint"
-    try:
-        found = s3_filesystem(probe=True).get_file_info(bucket).type
-    except OSError as error:
-        reason = str(error).split("Details:")[-1].strip().rstrip(".")
-        raise RaycellError(f"ray.storage_path {store.uri}: object storage at {where} does "
-                           f"not answer ({reason})") from None
-    if found == FileType.NotFound:
-        raise RaycellError(f"ray.storage_path {store.uri}: no bucket {bucket!r} at {where}")
+    check_bucket(store.uri, "ray.storage_path")

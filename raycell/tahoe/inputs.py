@@ -15,6 +15,7 @@ from raycell.tahoe.data.labels import LabelSpace
 from raycell.tahoe.data.plates import (
     CONTROL_DRUG,
     TahoeSplit,
+    check_drug_table,
     find_drug_table,
     find_plates,
     plate_cell_lines,
@@ -27,7 +28,7 @@ from raycell.tahoe.data.synthetic import ensure_tahoe
 
 @dataclass(frozen=True)
 class TahoeInputs:
-    data_dir: Path  # h5ad plates or a parquet snapshot
+    data_dir: Path | str  # h5ad plates, or a parquet snapshot (a folder or a URI)
     labels: LabelSpace
     train: TahoeSplit
     test: TahoeSplit
@@ -68,21 +69,39 @@ def load_tahoe_inputs(cfg: TahoeConfig) -> TahoeInputs:
 
 
 def load_parquet_inputs(cfg: TahoeConfig) -> TahoeInputs:
-    """The same inputs from the Hugging Face layout: the same label spaces and, for the
-    same cells, the same model inputs as from their h5ad plates (hf_layout.py)."""
+    """The same inputs from the Hugging Face layout, on local disk or object storage: the
+    same label spaces and, for the same cells, the same model inputs as from their h5ad
+    plates (hf_layout.py)."""
+    from raycell.core.filesystems import check_bucket, filesystem, is_url, join
     from raycell.tahoe.data.hf_layout import DRUG_TABLE
-    from raycell.tahoe.data.hf_rows import cell_lines, gene_columns, read_parquet_split, shard_index
+    from raycell.tahoe.data.hf_rows import (
+        cell_lines,
+        gene_columns,
+        read_parquet_split,
+        read_table,
+        shard_index,
+    )
 
     data = cfg.data
-    root = Path(data.parquet_dir).expanduser().resolve()
-    index = shard_index(root)
-    columns = gene_columns(root)
-    table_path = find_drug_table((root / DRUG_TABLE).parent, data.drug_table)
-    labels = LabelSpace.build(read_drug_table(table_path),
-                              cell_lines(index, data.train_plates + data.test_plates),
+    root = data.parquet_dir.rstrip("/")
+    if is_url(root):
+        check_bucket(root, "data.parquet_dir")  # one line within seconds, not a hang
+    else:
+        root = str(Path(root).expanduser().resolve())
+    fs = filesystem(root)
+    index = shard_index(root, fs)
+    columns = gene_columns(root, fs)
+    if data.drug_table is not None:
+        table_path = str(find_drug_table(root, data.drug_table))
+        drugs = read_drug_table(Path(table_path))
+    else:
+        table_path = join(root, DRUG_TABLE)
+        drugs = check_drug_table(read_table(table_path, fs, "drug table").to_pandas(),
+                                 table_path)
+    labels = LabelSpace.build(drugs, cell_lines(index, data.train_plates + data.test_plates),
                               CONTROL_DRUG)
     train = read_parquet_split(index, data.train_plates, labels, data.max_train_cells,
-                               table_path, columns, "train")
+                               table_path, columns, "train", fs)
     test = read_parquet_split(index, data.test_plates, labels, data.max_test_cells,
-                              table_path, columns, "test")
+                              table_path, columns, "test", fs)
     return TahoeInputs(root, labels, train, test)

@@ -35,15 +35,6 @@ def test_a_storage_path_without_a_bucket_or_not_absolute_is_refused(tmp_path, ta
     assert_clean_error(result, f"ray.storage_path: {culprit}", save)
 
 
-@pytest.fixture
-def silent_endpoint():
-    """A loopback port that takes connections and never answers."""
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(16)
-        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
-
-
 @pytest.mark.parametrize("endpoint", ["refused", "silent"])
 def test_object_storage_that_does_not_answer_is_one_line_within_seconds(
         tmp_path, tahoe_dir, monkeypatch, silent_endpoint, endpoint):

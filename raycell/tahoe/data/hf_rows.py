@@ -13,7 +13,6 @@ from __future__ import annotations
 import re
 from collections import OrderedDict
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -21,6 +20,7 @@ import pyarrow.parquet as pq
 import scipy.sparse as sp
 
 from raycell.core.errors import BadData, RaycellError
+from raycell.core.filesystems import fs_path, join
 from raycell.tahoe.data.hf_layout import GENE_TABLE, SHARDS
 from raycell.tahoe.data.labels import LabelSpace
 from raycell.tahoe.data.plates import PLATE_PATTERN, TahoeSplit
@@ -35,7 +35,7 @@ DECODED_GROUPS = 8  # row groups kept decoded per process
 class ShardRows:
     """The rows one split takes from one shard (those of one plate), by position."""
 
-    path: str
+    path: str  # a local path or an s3:// / gs:// URI
     rows: np.ndarray  # int64, sorted positions in the shard
     group_starts: np.ndarray  # int64: each row group's first row, then the shard's rows
     bytes_per_row: float  # genes and expressions, uncompressed (the footer's figure)
@@ -57,40 +57,58 @@ class ShardIndex:
     bytes_per_row: float
 
 
-def find_shards(root: Path) -> list[Path]:
-    """The expression shards of a snapshot folder, in the release's order."""
-    if not root.is_dir():
+def find_shards(root: str, fs) -> list[str]:
+    """The expression shards of a snapshot (a folder or an object-storage prefix), as
+    URIs in the release's order."""
+    from pyarrow.fs import FileSelector, FileType
+
+    where = fs_path(root)
+    if fs.get_file_info(where).type != FileType.Directory:
         raise RaycellError(f"parquet directory {root} does not exist")
-    if any(PLATE_PATTERN.match(p.name) for p in root.iterdir()):
+    names = [f.base_name for f in fs.get_file_info(FileSelector(where))]
+    if any(PLATE_PATTERN.match(name) for name in names):
         raise RaycellError(f"{root} holds h5ad plates and a parquet snapshot: keep one "
                            "format a folder")
-    folder = root / SHARDS
-    shards = sorted(p for p in folder.glob("*.parquet")) if folder.is_dir() else []
+    found = fs.get_file_info(FileSelector(fs_path(join(root, SHARDS)), allow_not_found=True))
+    shards = sorted(f.base_name for f in found
+                    if f.type == FileType.File and f.base_name.endswith(".parquet"))
     if not shards:
         raise RaycellError(f"parquet directory {root} holds no shards ({SHARDS}/*.parquet)")
-    return shards  # train-00000-of-..., zero-padded: name order is the release's order
+    # train-00000-of-..., zero-padded: name order is the release's order
+    return [join(root, SHARDS, name) for name in shards]
 
 
-def gene_columns(root: Path) -> np.ndarray:
-    """token id -> model column (-1: not a gene), from gene_metadata's token ids in order."""
-    path = root / GENE_TABLE
+def read_table(uri: str, fs, what: str, columns: list[str] | None = None) -> pa.Table:
+    """A small parquet table of the snapshot (gene or drug metadata), errors as one line."""
+    from pyarrow.fs import FileType
+
+    if fs.get_file_info(fs_path(uri)).type != FileType.File:
+        raise RaycellError(f"no {what} {uri}")
     try:
-        tokens = pq.read_table(path, columns=["token_id"]).column("token_id").to_numpy()
-    except FileNotFoundError:
-        raise RaycellError(f"no gene table {path}") from None
+        return pq.read_table(fs_path(uri), filesystem=fs, columns=columns)
     except (pa.ArrowInvalid, KeyError, OSError) as exc:  # one line, not Arrow's text
-        raise RaycellError(f"gene table {path} cannot be read: {type(exc).__name__}") from None
+        raise RaycellError(f"{what} {uri} cannot be read: {type(exc).__name__}") from None
+
+
+def gene_columns(root: str, fs) -> np.ndarray:
+    """token id -> model column (-1: not a gene), from gene_metadata's token ids in order."""
+    uri = join(root, GENE_TABLE)
+    tokens = read_table(uri, fs, "gene table", ["token_id"]).column("token_id").to_numpy()
     tokens = np.sort(tokens.astype(np.int64))
     if tokens.size == 0 or tokens[0] < 0 or np.any(np.diff(tokens) == 0):
-        raise RaycellError(f"gene table {path}: token_id must be distinct non-negative ids")
+        raise RaycellError(f"gene table {uri}: token_id must be distinct non-negative ids")
     lookup = np.full(int(tokens[-1]) + 1, -1, np.int32)
     lookup[tokens] = np.arange(tokens.size, dtype=np.int32)
     return lookup
 
 
-def index_shard(path: Path) -> ShardIndex:
+def open_shard(path: str, fs) -> pq.ParquetFile:
+    return pq.ParquetFile(fs.open_input_file(fs_path(path)))
+
+
+def index_shard(path: str, fs) -> ShardIndex:
     try:
-        file = pq.ParquetFile(path)
+        file = open_shard(path, fs)
     except (pa.ArrowInvalid, OSError) as exc:
         raise RaycellError(f"{path}: not a readable parquet file ({type(exc).__name__})") \
             from None
@@ -132,8 +150,8 @@ def cell_lines(index: list[ShardIndex], plates: list[int]) -> set[str]:
 
 
 def read_parquet_split(index: list[ShardIndex], plates: list[int], labels: LabelSpace,
-                       max_cells: int | None, drug_table: Path, columns: np.ndarray,
-                       role: str) -> TahoeSplit:
+                       max_cells: int | None, drug_table: str, columns: np.ndarray,
+                       role: str, fs) -> TahoeSplit:
     """The cells of ``plates`` in the order asked, each plate's in shard order (the h5ad
     reader's order for converted plates), the first ``max_cells`` of them if set."""
     import pandas as pd
@@ -162,7 +180,7 @@ def read_parquet_split(index: list[ShardIndex], plates: list[int], labels: Label
     if not pieces:
         raise RaycellError(f"no cells in {role} plates {plates}")
     n_vars = int(columns.max()) + 1
-    return TahoeSplit(tuple(pieces), n_vars, np.concatenate(codes), columns)
+    return TahoeSplit(tuple(pieces), n_vars, np.concatenate(codes), columns, fs)
 
 
 class ParquetRows:
@@ -205,7 +223,7 @@ class ParquetRows:
             self._groups.move_to_end(key)
             return self._groups[key]
         if shard.path not in self._files:
-            self._files[shard.path] = pq.ParquetFile(shard.path)
+            self._files[shard.path] = open_shard(shard.path, self.split.filesystem)
         table = self._files[shard.path].read_row_group(group, columns=["genes", "expressions"])
         decoded = decode_cells(table, self.split.token_columns, self.n_vars, shard.path,
                                int(shard.group_starts[group]))
@@ -255,5 +273,5 @@ def decode_cells(table: pa.Table, columns: np.ndarray, n_vars: int, path: str,
     return sp.csr_array((counts, cols.astype(np.int32), offsets), shape=(n, n_vars))
 
 
-def shard_index(root: Path) -> list[ShardIndex]:
-    return [index_shard(path) for path in find_shards(root)]
+def shard_index(root: str, fs) -> list[ShardIndex]:
+    return [index_shard(path, fs) for path in find_shards(root, fs)]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
@@ -112,6 +112,11 @@ def read_drug_table(path: Path) -> pd.DataFrame:
         table = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
     except Exception as exc:  # pyarrow and pandas raise many types for a corrupt file
         raise RaycellError(f"drug table {path} cannot be read: {type(exc).__name__}") from None
+    return check_drug_table(table, path)
+
+
+def check_drug_table(table: pd.DataFrame, path: Path | str) -> pd.DataFrame:
+    """The table's drug and MoA columns, present, stripped and each drug listed once."""
     missing = [c for c in DRUG_TABLE_COLUMNS if c not in table.columns]
     if missing:
         raise RaycellError(f"drug table {path} has no column '{missing[0]}'")
@@ -144,6 +149,7 @@ class TahoeSplit:
     n_vars: int
     codes: np.ndarray  # (n_cells, 2) int32: cell line and drug, in the LabelSpace's order
     token_columns: np.ndarray | None = None
+    filesystem: Any = None  # the shards' pyarrow filesystem (pickled into read tasks)
 
     def __len__(self) -> int:
         return int(self.codes.shape[0])

@@ -3,6 +3,7 @@ spaces, model inputs and scores as from their h5ad plates; bad shards and tables
 line naming the file (and the row, where a read finds it)."""
 
 import re
+import time
 
 import numpy as np
 import pyarrow as pa
@@ -179,3 +180,47 @@ def test_convert_refuses_a_folder_in_use_and_sizes_below_one(tahoe_dir, tmp_path
     assert refused.returncode == 2 and len(lines) == 1 and culprit in lines[0], refused.stderr
     assert [p.name for p in out.iterdir()] == ["notes.txt"]  # nothing written
     assert not (tmp_path / "out.partial").exists()
+
+
+def test_a_snapshot_in_object_storage_reads_as_on_disk(converted, s3, monkeypatch, tmp_path):
+    """The snapshot uploaded to an S3-compatible server on loopback (moto): the same labels
+    and rows, read back through a split pickled into a process without the AWS variables
+    (as a read task on another node gets it: the keys travel in the filesystem)."""
+    import pickle
+
+    from pyarrow import fs
+
+    from raycell.core.filesystems import s3_filesystem
+
+    for name, value in s3.env.items():
+        monkeypatch.setenv(name, value)
+    uri = s3.bucket("tahoe") + "/hf/"
+    fs.copy_files(str(converted), "tahoe/hf", destination_filesystem=s3_filesystem())
+    local = load_tahoe_inputs(_parquet_config(converted, tmp_path / "a"))
+    remote = load_tahoe_inputs(_parquet_config(uri, tmp_path / "b"))
+    assert remote.data_dir == "s3://tahoe/hf"
+    assert remote.train.plates[0].path == "s3://tahoe/hf/data/train-00000-of-00004.parquet"
+    assert remote.labels.to_json() == local.labels.to_json()
+    split = pickle.loads(pickle.dumps(remote.train))
+    for name in s3.env:
+        monkeypatch.delenv(name)
+    rows = np.arange(0, len(split), 7)
+    want, got = split_rows(local.train, local.labels)[rows], split_rows(split, remote.labels)[rows]
+    assert (want.x != got.x).nnz == 0
+    np.testing.assert_array_equal(want.labels, got.labels)
+
+
+@pytest.mark.parametrize("where", ["no bucket", "silent"])
+def test_object_storage_without_the_snapshot_is_one_line_within_seconds(
+        s3, silent_endpoint, monkeypatch, tmp_path, where):
+    env = s3.env | ({"AWS_ENDPOINT_URL": silent_endpoint} if where == "silent" else {})
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    save = tmp_path / "out"
+    started = time.monotonic()
+    refused = run_main("tahoe", "--parquet_dir", "s3://no-such-bucket/hf", "--strategy",
+                       "streaming", "--save_dir", save)
+    assert time.monotonic() - started < 10
+    culprit = (f"no bucket 'no-such-bucket' at {s3.endpoint}" if where == "no bucket" else
+               f"object storage at {silent_endpoint} does not answer")
+    assert_clean_error(refused, f"data.parquet_dir s3://no-such-bucket/hf: {culprit}", save)
