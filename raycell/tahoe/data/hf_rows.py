@@ -38,7 +38,6 @@ class ShardRows:
     path: str  # a local path or an s3:// / gs:// URI
     rows: np.ndarray  # int64, sorted positions in the shard
     group_starts: np.ndarray  # int64: each row group's first row, then the shard's rows
-    bytes_per_row: float  # genes and expressions, uncompressed (the footer's figure)
 
     @property
     def n_rows(self) -> int:
@@ -54,7 +53,6 @@ class ShardIndex:
     cell_line: pa.DictionaryArray
     drug: pa.DictionaryArray
     group_starts: np.ndarray
-    bytes_per_row: float
 
 
 def find_shards(root: str, fs) -> list[str]:
@@ -118,10 +116,6 @@ def index_shard(path: str, fs) -> ShardIndex:
     table = file.read(columns=["plate", "cell_line_id", "drug"])
     meta = file.metadata
     sizes = [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
-    list_bytes = sum(meta.row_group(g).column(c).total_uncompressed_size
-                     for g in range(meta.num_row_groups) for c in range(meta.num_columns)
-                     if meta.row_group(g).column(c).path_in_schema.split(".")[0]
-                     in ("genes", "expressions"))
     plates = table.column("plate").combine_chunks().dictionary_encode()
     numbers = []
     for name in plates.dictionary.to_pylist():
@@ -134,8 +128,7 @@ def index_shard(path: str, fs) -> ShardIndex:
     return ShardIndex(str(path), plate,
                       table.column("cell_line_id").combine_chunks().dictionary_encode(),
                       table.column("drug").combine_chunks().dictionary_encode(),
-                      np.cumsum([0, *sizes]).astype(np.int64),
-                      list_bytes / max(meta.num_rows, 1))
+                      np.cumsum([0, *sizes]).astype(np.int64))
 
 
 def cell_lines(index: list[ShardIndex], plates: list[int]) -> set[str]:
@@ -175,8 +168,7 @@ def read_parquet_split(index: list[ShardIndex], plates: list[int], labels: Label
                 [str(v) for v in column.dictionary.to_pylist()])
                 for column in (shard.cell_line, shard.drug))
             codes.append(labels.encode(cell_line, drug, source=shard.path, drug_table=drug_table))
-            pieces.append(ShardRows(shard.path, rows.astype(np.int64), shard.group_starts,
-                                    shard.bytes_per_row))
+            pieces.append(ShardRows(shard.path, rows.astype(np.int64), shard.group_starts))
     if not pieces:
         raise RaycellError(f"no cells in {role} plates {plates}")
     n_vars = int(columns.max()) + 1
@@ -225,8 +217,9 @@ class ParquetRows:
         if shard.path not in self._files:
             self._files[shard.path] = open_shard(shard.path, self.split.filesystem)
         table = self._files[shard.path].read_row_group(group, columns=["genes", "expressions"])
+        start, stop = shard.group_starts[group : group + 2]
         decoded = decode_cells(table, self.split.token_columns, self.n_vars, shard.path,
-                               int(shard.group_starts[group]))
+                               np.arange(start, stop))
         self._groups[key] = decoded
         if len(self._groups) > DECODED_GROUPS:
             self._groups.popitem(last=False)
@@ -234,10 +227,11 @@ class ParquetRows:
 
 
 def decode_cells(table: pa.Table, columns: np.ndarray, n_vars: int, path: str,
-                 first_row: int) -> sp.csr_array:
+                 positions: np.ndarray) -> sp.csr_array:
     """Rows of ``genes``/``expressions`` as CSR counts over model columns: the Arrow lists'
     offsets are the row pointers, a leading negative entry (CLS) is dropped, and every
-    token, length and count is checked (naming the shard and row)."""
+    token, length and count is checked (naming the shard and the row's ``positions`` entry,
+    its place in the shard)."""
     genes = table.column("genes").combine_chunks()
     values = table.column("expressions").combine_chunks()
     offsets = genes.offsets.to_numpy().astype(np.int64)
@@ -245,7 +239,7 @@ def decode_cells(table: pa.Table, columns: np.ndarray, n_vars: int, path: str,
     offsets, other = offsets - offsets[0], other - other[0]
     if not np.array_equal(offsets, other):
         row = int(np.flatnonzero(np.diff(offsets) != np.diff(other))[0])
-        raise BadData(f"{path} row {first_row + row}: genes and expressions differ in length")
+        raise BadData(f"{path} row {positions[row]}: genes and expressions differ in length")
     tokens = genes.flatten().to_numpy(zero_copy_only=False).astype(np.int64)
     counts = values.flatten().to_numpy(zero_copy_only=False).astype(np.float32)
     n = offsets.size - 1
@@ -263,12 +257,12 @@ def decode_cells(table: pa.Table, columns: np.ndarray, n_vars: int, path: str,
     if cols.size and cols.min() < 0:
         at = int(np.flatnonzero(cols < 0)[0])
         row = int(np.searchsorted(offsets, at, side="right")) - 1
-        raise BadData(f"{path} row {first_row + row}: token id {tokens[at]} is not in "
+        raise BadData(f"{path} row {positions[row]}: token id {tokens[at]} is not in "
                       "gene_metadata")
     if counts.size and not (counts.min() >= 0 and np.isfinite(counts.max())):
         at = int(np.flatnonzero(~((counts >= 0) & np.isfinite(counts)))[0])
         row = int(np.searchsorted(offsets, at, side="right")) - 1
-        raise BadData(f"{path} row {first_row + row}: expression {counts[at]} (counts must "
+        raise BadData(f"{path} row {positions[row]}: expression {counts[at]} (counts must "
                       "be finite and non-negative)")
     return sp.csr_array((counts, cols.astype(np.int32), offsets), shape=(n, n_vars))
 

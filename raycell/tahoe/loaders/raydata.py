@@ -37,7 +37,7 @@ from ray.data.block import BlockMetadata
 
 from raycell.tahoe.data.labels import TASKS, LabelSpace
 from raycell.tahoe.data.plates import PlateRows, TahoeSplit
-from raycell.tahoe.data.sparse import SparseBatch, TahoeRows, runs, split_rows
+from raycell.tahoe.data.sparse import SparseBatch, TahoeRows, runs
 
 ROW, INDICES, VALUES = "row", "indices", "values"
 
@@ -87,13 +87,9 @@ def _read(split_ref: ray.ObjectRef, labels: LabelSpace, group: RowGroup) -> list
     """Run inside a Ray task: the split comes zero-copy from the object store, and h5py
     is opened here, never pickled."""
     rows = group.rows()
-    split = ray.get(split_ref)
-    if split.parquet:  # shards: ParquetRows reads only the row groups holding ``rows``
-        batch = split_rows(split, labels)[rows]
-    else:
-        piece = _sub_split(split, rows)
-        batch = TahoeRows(piece, labels)[np.arange(len(piece))]
-        batch.rows = rows
+    piece = _sub_split(ray.get(split_ref), rows)
+    batch = TahoeRows(piece, labels)[np.arange(len(piece))]
+    batch.rows = rows
     return [to_arrow(batch)]
 
 
@@ -171,8 +167,6 @@ class TahoeDatasource(Datasource):
 
 def bytes_per_row(split: TahoeSplit) -> float:
     """In-memory Arrow bytes of a row: 8 per stored value (index, count) plus labels."""
-    if split.parquet:  # the shards' footers: genes and expressions, uncompressed
-        return sum(p.bytes_per_row * p.n_rows for p in split.plates) / max(len(split), 1) + 40
     nnz = sum(int(p.indptr[-1] - p.indptr[0]) for p in split.plates)
     return nnz * 8 / max(len(split), 1) + 40
 
@@ -191,6 +185,10 @@ def ray_data_epochs(split: TahoeSplit, labels: LabelSpace, strategy, s):
     Each rank reads its share of the epoch's order and stops at the fewest batches
     any rank has, so DDP ranks step together.
     """
+    if split.parquet:  # shards: Ray Data's own parquet reader
+        from raycell.tahoe.loaders.raydata_parquet import parquet_epochs
+
+        return parquet_epochs(split, labels, strategy, s)
     block = s.block_size if strategy.blocked else None
     split_ref, row_bytes = ray.put(split), bytes_per_row(split)  # once a run, not per task
 

@@ -1,10 +1,11 @@
-"""The Ray Data strategies on the session's Ray cluster: rows, order, per-epoch reshuffling from the
-epoch alone (exact resume), ranks' shares."""
+"""The Ray Data strategies on the session's Ray cluster, over h5ad plates (raycell's own
+datasource) and over the same cells as parquet shards (Ray Data's read_parquet): rows,
+order, per-epoch reshuffling from the epoch alone (exact resume), ranks' shares."""
 
 import numpy as np
 import pytest
 
-from raycell.tahoe.data.sparse import TahoeRows
+from raycell.tahoe.data.sparse import split_rows
 from raycell.tahoe.inputs import load_tahoe_inputs
 from raycell.tahoe.loaders.raydata import row_groups
 from raycell.tahoe.loaders.strategies import STRATEGIES, LoaderSettings
@@ -15,8 +16,22 @@ READ_ROWS, BLOCK, BATCH, BUFFER = 100, 4, 16, 64
 
 
 @pytest.fixture(scope="module")
-def inputs(tahoe_dir, tmp_path_factory, ray_address):
-    return load_tahoe_inputs(tiny_config(tahoe_dir, tmp_path_factory.mktemp("o")))
+def snapshot(tahoe_dir, tmp_path_factory):
+    """The plates as shards of 300 cells (3 a plate), row groups of 64."""
+    from raycell.tahoe.data.hf_layout import convert_h5ad
+
+    return convert_h5ad(tahoe_dir, tmp_path_factory.mktemp("hf") / "snapshot",
+                        rows_per_shard=300, rows_per_group=64)
+
+
+@pytest.fixture(scope="module", params=["h5ad", "parquet"])
+def inputs(request, tahoe_dir, tmp_path_factory, ray_address):
+    out = tmp_path_factory.mktemp("o")
+    if request.param == "h5ad":
+        return load_tahoe_inputs(tiny_config(tahoe_dir, out))
+    snapshot = request.getfixturevalue("snapshot")
+    return load_tahoe_inputs(tiny_config(None, out, **{"data.h5ad_dir": None,
+                                                       "data.parquet_dir": str(snapshot)}))
 
 
 def _epochs(inputs, name, seed=0, rank=0, world=1):
@@ -32,7 +47,7 @@ def _rows(epoch_batches, epoch):
 
 def test_rows_arrive_as_the_csr_reader_reads_them(inputs):
     batches = list(_epochs(inputs, "ray_block_shuffle")(0))
-    reference = TahoeRows(inputs.train, inputs.labels)
+    reference = split_rows(inputs.train, inputs.labels)
     for batch in batches[:5]:
         expected = reference[np.sort(batch.rows)]
         order = np.argsort(batch.rows)
@@ -60,7 +75,21 @@ def test_block_order_comes_from_the_epoch_not_from_how_many_epochs_ran(inputs):
     assert not np.array_equal(_rows(_epochs(inputs, name, seed=2), 2), third)  # seeded
 
 
-def test_read_tasks_take_whole_blocks_of_rows(inputs):
+def test_streaming_over_shards_reads_the_batches_of_streaming_over_plates(
+        tahoe_dir, snapshot, tmp_path):
+    plates = load_tahoe_inputs(tiny_config(tahoe_dir, tmp_path / "a"))
+    shards = load_tahoe_inputs(tiny_config(None, tmp_path / "b", **{
+        "data.h5ad_dir": None, "data.parquet_dir": str(snapshot)}))
+    want, got = (list(_epochs(i, "ray_streaming")(0)) for i in (plates, shards))
+    assert len(want) == len(got)
+    for a, b in zip(want, got, strict=True):
+        np.testing.assert_array_equal(a.rows, b.rows)
+        assert (a.x != b.x).nnz == 0
+        np.testing.assert_array_equal(a.labels, b.labels)
+
+
+def test_read_tasks_take_whole_blocks_of_rows(tahoe_dir, tmp_path):
+    inputs = load_tahoe_inputs(tiny_config(tahoe_dir, tmp_path))
     n = len(inputs.train)
     (plan,) = row_groups(n, READ_ROWS, BLOCK, seed=0, epoch=0)
     groups = [g.rows() for g in plan]

@@ -1,0 +1,169 @@
+"""The Ray Data strategies over the Hugging Face parquet layout, on Ray Data's own reader.
+
+Each rank reads its share of the split's shards with ``ray.data.read_parquet`` (on local
+disk or object storage, through the split's pyarrow filesystem), one dataset an epoch:
+
+- ``ray_streaming`` / ``ray_buffer``: the shards in the split's order, each rank a
+  contiguous share; ``ray_buffer`` adds the local shuffle buffer.
+- ``ray_block_shuffle``: the shards in an order drawn from (seed, epoch), then the local
+  buffer. Over parquet a block is a shard: Ray Data's parquet reader reads a file's row
+  groups in order, so there is no finer shuffle without a reader of our own
+  (docs/benchmarks.md measures what that costs).
+
+A fused ``map_batches`` step keeps the split's rows of each batch and turns them into the
+same Arrow rows as the h5ad datasource (``raydata.to_arrow``): the CLS entry dropped,
+token ids mapped to model columns, label codes from the split. Which rows a batch holds
+comes from Ray Data's ``row_hash`` column: a hash of the file path and the row's
+position, which ``_compute_row_hashes`` reproduces for every row of a shard (no filter is
+pushed into the read, so a position is the row's place in its file).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterator
+
+import numpy as np
+import pyarrow as pa
+import ray
+
+from raycell.core.filesystems import fs_path
+from raycell.tahoe.data.hf_rows import decode_cells
+from raycell.tahoe.data.labels import LabelSpace
+from raycell.tahoe.data.plates import TahoeSplit
+from raycell.tahoe.data.sparse import SparseBatch
+from raycell.tahoe.loaders.raydata import iter_sparse_batches, to_arrow
+
+SHARD_COLUMNS = ["genes", "expressions"]
+CACHED_SHARDS = 16  # per process: each shard's row hashes -> positions
+
+
+def shard_shares(split: TahoeSplit, shuffled: bool, seed: int, epoch: int,
+                 world: int) -> list[list[str]]:
+    """Every rank's shards of an epoch (URIs, in read order): consecutive shards of the
+    order, each to the rank that holds the middle of its rows, so shares are even to
+    within a shard's rows."""
+    sizes: dict[str, int] = {}
+    for piece in split.plates:  # split order; a shard holding two plates counts once
+        sizes[piece.path] = sizes.get(piece.path, 0) + piece.n_rows
+    shards = list(sizes)
+    if shuffled:
+        order = np.random.default_rng([seed, epoch]).permutation(len(shards))
+        shards = [shards[i] for i in order]
+    rows = np.array([sizes[s] for s in shards])
+    middle = np.cumsum(rows) - rows / 2
+    rank_of = np.minimum((middle * world // max(rows.sum(), 1)).astype(int), world - 1)
+    return [[s for s, r in zip(shards, rank_of, strict=True) if r == rank]
+            for rank in range(world)]
+
+
+def rows_of(split: TahoeSplit, shards: list[str]) -> int:
+    taken = set(shards)
+    return sum(piece.n_rows for piece in split.plates if piece.path in taken)
+
+
+class SplitRows:
+    """The split's rows of each shard, looked up by Ray Data's row hashes. Runs in the
+    read tasks (pickled with the map function; the split comes from the object store)."""
+
+    def __init__(self, split_ref: ray.ObjectRef, labels: LabelSpace):
+        self.split_ref, self.labels = split_ref, labels
+        self._split: TahoeSplit | None = None
+        self._shards: OrderedDict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = OrderedDict()
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_split": None, "_shards": OrderedDict()}
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        split = self._split = self._split or ray.get(self.split_ref)
+        paths = table.column("path").combine_chunks().dictionary_encode()
+        hashes = table.column("row_hash").to_numpy()
+        parts = []
+        for code, path in enumerate(paths.dictionary.to_pylist()):
+            at = np.flatnonzero(paths.indices.to_numpy() == code)
+            hashed, positions, split_rows = self._shard(split, path)
+            found = np.searchsorted(hashed, hashes[at])
+            position = positions[found]
+            member = split_rows[position]
+            keep = member >= 0
+            if not keep.any():
+                continue
+            piece = table.select(SHARD_COLUMNS).take(pa.array(at[keep]))
+            x = decode_cells(piece, split.token_columns, split.n_vars, self._uri(split, path),
+                             position[keep])
+            rows = member[keep]
+            parts.append(to_arrow(SparseBatch(x, self.labels.expand(split.codes[rows]), rows)))
+        return pa.concat_tables(parts) if parts else to_arrow(_empty(split.n_vars))
+
+    @staticmethod
+    def _uri(split: TahoeSplit, path: str) -> str:
+        """A shard's path on its filesystem as a person finds it (s3://...)."""
+        return next(p.path for p in split.plates if fs_path(p.path) == path)
+
+    def _shard(self, split: TahoeSplit, path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """A shard's row hashes (sorted), their positions, and position -> split row (-1:
+        not in the split)."""
+        if path in self._shards:
+            self._shards.move_to_end(path)
+            return self._shards[path]
+        from ray.data._internal.datasource_v2.common.synthesized_columns import (
+            _compute_row_hashes,
+        )
+
+        offsets = np.cumsum([0] + [p.n_rows for p in split.plates])
+        pieces = [i for i, p in enumerate(split.plates) if fs_path(p.path) == path]
+        size = int(split.plates[pieces[0]].group_starts[-1])
+        split_rows = np.full(size, -1, np.int64)
+        for i in pieces:
+            split_rows[split.plates[i].rows] = np.arange(offsets[i], offsets[i + 1])
+        hashes = _compute_row_hashes(path, 0, size)
+        order = np.argsort(hashes)
+        self._shards[path] = hashes[order], order, split_rows
+        if len(self._shards) > CACHED_SHARDS:
+            self._shards.popitem(last=False)
+        return self._shards[path]
+
+
+def _empty(n_vars: int) -> SparseBatch:
+    import scipy.sparse as sp
+
+    return SparseBatch(sp.csr_array((0, n_vars), dtype=np.float32),
+                       np.zeros((0, 4), np.int64), np.zeros(0, np.int64))
+
+
+def shard_dataset(split: TahoeSplit, split_rows: SplitRows, shards: list[str],
+                  resources: dict[str, float]) -> ray.data.Dataset:
+    """The split's rows of ``shards``, read in the order given."""
+    from ray.data import DataContext, ExecutionOptions
+
+    # Ray Data 2.60's second parquet reader (the default) lists files and reads footers in
+    # tasks of their own: 5-6 s a dataset here against 0.3 s for the first, and every
+    # epoch is a dataset (docs/benchmarks.md). The first reads whole files per task.
+    DataContext.get_current().use_datasource_v2 = False
+    remote = {"resources": resources} if resources else {}
+    dataset = ray.data.read_parquet(
+        [fs_path(s) for s in shards], filesystem=split.filesystem, partitioning=None,
+        include_paths=True, include_row_hash=True, **remote,
+    ).select_columns([*SHARD_COLUMNS, "path", "row_hash"]).map_batches(
+        split_rows, batch_format="pyarrow", batch_size=None, **remote)
+    dataset.context.execution_options = ExecutionOptions(preserve_order=True)
+    return dataset
+
+
+def parquet_epochs(split: TahoeSplit, labels: LabelSpace, strategy, s):
+    """epoch -> this rank's batches of a Ray Data strategy over parquet shards; ranks stop
+    at the fewest batches any rank has, so DDP ranks step together."""
+    split_rows = SplitRows(ray.put(split), labels)
+
+    def epoch_batches(epoch: int) -> Iterator[SparseBatch]:
+        shares = shard_shares(split, strategy.blocked, s.seed, epoch, s.world)
+        steps = min(-(-rows_of(split, share) // s.batch_size) for share in shares)
+        if not shares[s.rank]:
+            return iter(())
+        dataset = shard_dataset(split, split_rows, shares[s.rank], dict(s.read_resources))
+        batches = iter_sparse_batches(dataset, split.n_vars, s.batch_size,
+                                      s.buffer_rows if strategy.shuffle_buffer else None,
+                                      s.seed + 1000 * epoch + s.rank)
+        return (batch for _, batch in zip(range(steps), batches, strict=False))
+
+    return epoch_batches
