@@ -199,6 +199,9 @@ class LoaderBenchSettings(Strict):
 
     data: str | None = Field(None, description="plate directory (default: Tahoe-shaped "
                                                 "data in data/bench/tahoe-shaped, made once)")
+    format: Literal["h5ad", "parquet", "both"] = Field(
+        "h5ad", description="the plates, the same cells as parquet shards (converted once "
+        "into <out>/snapshot), or both side by side")
     strategies: tuple[str, ...] = Field(BENCH_STRATEGIES, description="what to measure: "
                                         "strategies and reference loaders")
     where: tuple[Literal["bare", "ray_train"], ...] = Field(

@@ -46,8 +46,8 @@ from raycell.tahoe.inputs import build_labels
 from raycell.tahoe.loaders.strategies import STRATEGIES, LoaderSettings
 
 BENCH_COLUMNS = [
-    "strategy", "kind", "where", "cache", "consumer", "round", "cells_per_s", "drug_entropy",
-    "plate_entropy", "cells", "batches", "seconds", "resident_before", "batch_size",
+    "strategy", "kind", "format", "where", "cache", "consumer", "round", "cells_per_s",
+    "drug_entropy", "plate_entropy", "cells", "batches", "seconds", "resident_before", "batch_size",
     "fetch_factor", "block_size", "num_workers", "threads", "device", "n_cells", "n_genes",
     "nnz_per_cell",
 ]
@@ -63,6 +63,34 @@ def load_bench_split(data_dir: Path) -> tuple[TahoeSplit, LabelSpace]:
     table = find_drug_table(data_dir, None)
     labels = build_labels(paths, table)
     return read_split(paths, labels, None, table), labels
+
+
+def load_bench_snapshot(data_dir: Path, out: Path) -> tuple[TahoeSplit, LabelSpace]:
+    """The same cells as parquet shards in the release's layout (converted into
+    ``out/snapshot`` once), every plate as one split."""
+    from pyarrow.fs import LocalFileSystem
+
+    from raycell.tahoe.data.hf_layout import convert_h5ad
+    from raycell.tahoe.data.hf_rows import gene_columns, read_parquet_split, shard_index
+
+    root = out / "snapshot"
+    if not root.is_dir():
+        print(f"bench: converting the plates into {root} (once)", flush=True)
+        convert_h5ad(data_dir, root)
+    fs = LocalFileSystem()
+    index = shard_index(str(root), fs)
+    table = find_drug_table(data_dir, None)
+    labels = build_labels(list(find_plates(data_dir).values()), table)
+    plates = sorted({int(p) for shard in index for p in np.unique(shard.plate)})
+    split = read_parquet_split(index, plates, labels, None, str(table), gene_columns(str(root), fs),
+                               "bench", fs)
+    return split, labels
+
+
+def plate_of_rows(split: TahoeSplit) -> np.ndarray:
+    """Each row's plate: a piece of a parquet split is a (shard, plate), of an h5ad one a plate."""
+    plates = [getattr(p, "plate", i) for i, p in enumerate(split.plates)]
+    return np.repeat(plates, [p.n_rows for p in split.plates])
 
 
 def entropy_bits(codes: np.ndarray) -> float:
@@ -150,12 +178,14 @@ def measure(batches: HostBatches, drug: np.ndarray, plate: np.ndarray, s: Loader
 
 def measure_strategies(split: TahoeSplit, labels: LabelSpace, s: LoaderBenchSettings, where: str,
                  progress=None) -> list[dict]:
-    drug = split.codes[:, 1]
-    plate = np.repeat(np.arange(len(split.plates)), [p.n_rows for p in split.plates])
+    drug, plate = split.codes[:, 1], plate_of_rows(split)
     files = list(dict.fromkeys(p.path for p in split.plates))
+    fmt = "parquet" if split.parquet else "h5ad"
+    # The references read h5ad plates by definition; over shards the registry's strategies run.
+    strategies = [n for n in s.strategies if fmt == "h5ad" or strategy_kind(n) != "reference"]
     rows = []
     for round_ in range(1, s.rounds + 1):
-        for strategy in s.strategies:
+        for strategy in strategies:
             for cache in s.caches:
                 if cache == "cold":
                     resident = page_cache.evict_settled(files)
@@ -166,7 +196,8 @@ def measure_strategies(split: TahoeSplit, labels: LabelSpace, s: LoaderBenchSett
                 result = measure(batches, drug, plate, s,
                                  cold_files=files if cache == "cold" else None)
                 batches.close()  # stops DataLoader workers and Ray executions of this strategy
-                rows.append({"strategy": strategy, "kind": strategy_kind(strategy), "where": where,
+                rows.append({"strategy": strategy, "kind": strategy_kind(strategy),
+                             "format": fmt, "where": where,
                              "cache": cache, "consumer": s.consumer, "round": round_,
                              **result, "resident_before": resident})
                 if progress:
@@ -181,13 +212,15 @@ def _train_worker(config: dict) -> None:
 
     s = LoaderBenchSettings.model_validate(config["settings"])
     torch.set_num_threads(s.threads)
-    split, labels = ray.get(config["inputs"])
-    rows = measure_strategies(split, labels, s, "ray_train",
-                        progress=lambda r: print(_progress_line(r), flush=True))
+    rows = []
+    for split, labels in ray.get(config["inputs"]):
+        rows += measure_strategies(split, labels, s, "ray_train",
+                                   progress=lambda r: print(_progress_line(r), flush=True))
     Path(config["result"]).write_text(json.dumps(rows))
 
 
-def _in_ray_train(split: TahoeSplit, labels: LabelSpace, s: LoaderBenchSettings) -> list[dict]:
+def _in_ray_train(inputs: list[tuple[TahoeSplit, LabelSpace]], s: LoaderBenchSettings
+                  ) -> list[dict]:
     import ray
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -196,7 +229,7 @@ def _in_ray_train(split: TahoeSplit, labels: LabelSpace, s: LoaderBenchSettings)
     result.unlink(missing_ok=True)
     trainer = TorchTrainer(
         _train_worker,
-        train_loop_config={"settings": s.model_dump(), "inputs": ray.put((split, labels)),
+        train_loop_config={"settings": s.model_dump(), "inputs": ray.put(inputs),
                            "result": str(result)},
         scaling_config=ScalingConfig(num_workers=1, resources_per_worker={"CPU": s.threads}),
         run_config=RunConfig(name=f"bench-{time.strftime('%Y%m%d-%H%M%S')}",
@@ -207,7 +240,8 @@ def _in_ray_train(split: TahoeSplit, labels: LabelSpace, s: LoaderBenchSettings)
 
 
 def _progress_line(row: dict) -> str:
-    return (f"  {row['where']:<9} round {row['round']} {row['cache']:<4} {row['strategy']:<19}"
+    return (f"  {row['where']:<9} round {row['round']} {row['cache']:<4} {row['format']:<7} "
+            f"{row['strategy']:<19}"
             f" {row['cells_per_s']:>11,.0f} cells/s   drug H {row['drug_entropy']:.2f}"
             f"  plate H {row['plate_entropy']:.2f} bits")
 
@@ -248,9 +282,12 @@ def bench_loaders(settings: LoaderBenchSettings | None = None) -> pd.DataFrame:
 
 
 def run_bench(s: LoaderBenchSettings) -> pd.DataFrame:
-    split, labels = load_bench_split(Path(s.data))
+    split, labels = load_bench_split(Path(s.data))  # bad plates: one line, nothing written
     out = Path(s.out)
     out.mkdir(parents=True, exist_ok=True)
+    inputs = [(split, labels)] if s.format != "parquet" else []
+    if s.format != "h5ad":
+        inputs.append(load_bench_snapshot(Path(s.data), out))
     torch.set_num_threads(s.threads)
     nnz = sum(int(p.indptr[-1] - p.indptr[0]) for p in split.plates)
     print(f"bench: {len(split):,} cells x {split.n_vars:,} genes ({nnz / len(split):,.0f} "
@@ -268,10 +305,11 @@ def run_bench(s: LoaderBenchSettings) -> pd.DataFrame:
             print(where, flush=True)
         DataContext.get_current().enable_progress_bars = False  # one line per strategy instead
     if "bare" in s.where:
-        rows += measure_strategies(split, labels, s, "bare",
-                             progress=lambda r: print(_progress_line(r), flush=True))
+        for split_, labels_ in inputs:
+            rows += measure_strategies(split_, labels_, s, "bare",
+                                       progress=lambda r: print(_progress_line(r), flush=True))
     if "ray_train" in s.where:
-        rows += _in_ray_train(split, labels, s)
+        rows += _in_ray_train(inputs, s)
     frame = pd.DataFrame(rows).assign(
         batch_size=s.batch_size, fetch_factor=s.fetch_factor, block_size=s.block_size,
         num_workers=s.num_workers, threads=s.threads, device=s.device, n_cells=len(split),
@@ -282,21 +320,23 @@ def run_bench(s: LoaderBenchSettings) -> pd.DataFrame:
 
 
 def best_rounds(frame: pd.DataFrame) -> pd.DataFrame:
-    """Each (strategy, where, cache) at its fastest round."""
-    groups = frame.groupby(["strategy", "where", "cache"], sort=False)["cells_per_s"]
+    """Each (strategy, format, where, cache) at its fastest round."""
+    groups = frame.groupby(["strategy", "format", "where", "cache"], sort=False)["cells_per_s"]
     return frame.loc[groups.idxmax()]
 
 
 def ratios(frame: pd.DataFrame) -> dict[str, float]:
     """The issue's targets as ratios of one run's best rounds, per cache (bare process
-    unless named)."""
+    unless named; h5ad unless named)."""
     frame = best_rounds(frame)
     out = {}
     for cache, rows in frame.groupby("cache", sort=False):
-        bare = rows[rows["where"] == "bare"].set_index("strategy")
-        speed = bare["cells_per_s"]
+        speed = {(f, w): r.set_index("strategy")["cells_per_s"]
+                 for (f, w), r in rows.groupby(["format", "where"])}
+        bare = rows[(rows["where"] == "bare") & (rows["format"] == "h5ad")].set_index("strategy")
+        h5ad = speed.get(("h5ad", "bare"), pd.Series(dtype=float))
 
-        def ratio(a: str, b: str, cache=cache, speed=speed) -> None:
+        def ratio(a: str, b: str, cache=cache, speed=h5ad) -> None:
             if a in speed and b in speed:
                 out[f"{cache}: {a} / {b}"] = float(speed[a] / speed[b])
 
@@ -311,7 +351,19 @@ def ratios(frame: pd.DataFrame) -> dict[str, float]:
         if {"ray_buffer", "streaming_buffer"} <= set(bare.index):
             out[f"{cache}: ray_buffer - streaming_buffer drug entropy (bits)"] = float(
                 bare.at["ray_buffer", "drug_entropy"] - bare.at["streaming_buffer", "drug_entropy"])
-        worker = rows[rows["where"] == "ray_train"].set_index("strategy")["cells_per_s"]
-        for name in worker.index.intersection(speed.index):
-            out[f"{cache}: {name}: ray_train / bare"] = float(worker[name] / speed[name])
+        for fmt in ("h5ad", "parquet"):
+            worker = speed.get((fmt, "ray_train"), pd.Series(dtype=float))
+            alone = speed.get((fmt, "bare"), pd.Series(dtype=float))
+            for name in worker.index.intersection(alone.index):
+                out[f"{cache}: {fmt} {name}: ray_train / bare"] = float(worker[name] / alone[name])
+        # Parquet against h5ad: each strategy, and Ray Data on parquet against block_shuffling.
+        for where in ("bare", "ray_train"):
+            pq_speed = speed.get(("parquet", where), pd.Series(dtype=float))
+            h5_speed = speed.get(("h5ad", where), pd.Series(dtype=float))
+            for name in pq_speed.index.intersection(h5_speed.index):
+                out[f"{cache} {where}: {name} parquet / h5ad"] = float(pq_speed[name] /
+                                                                       h5_speed[name])
+            if "ray_block_shuffle" in pq_speed and "block_shuffling" in h5ad:
+                out[f"{cache} {where}: ray_block_shuffle parquet / block_shuffling h5ad bare"] = \
+                    float(pq_speed["ray_block_shuffle"] / h5ad["block_shuffling"])
     return out

@@ -36,6 +36,7 @@ class ShardRows:
     """The rows one split takes from one shard (those of one plate), by position."""
 
     path: str  # a local path or an s3:// / gs:// URI
+    plate: int
     rows: np.ndarray  # int64, sorted positions in the shard
     group_starts: np.ndarray  # int64: each row group's first row, then the shard's rows
 
@@ -168,7 +169,8 @@ def read_parquet_split(index: list[ShardIndex], plates: list[int], labels: Label
                 [str(v) for v in column.dictionary.to_pylist()])
                 for column in (shard.cell_line, shard.drug))
             codes.append(labels.encode(cell_line, drug, source=shard.path, drug_table=drug_table))
-            pieces.append(ShardRows(shard.path, rows.astype(np.int64), shard.group_starts))
+            pieces.append(ShardRows(shard.path, number, rows.astype(np.int64),
+                                    shard.group_starts))
     if not pieces:
         raise RaycellError(f"no cells in {role} plates {plates}")
     n_vars = int(columns.max()) + 1

@@ -88,18 +88,21 @@ def bench_figure(bench: pd.DataFrame):
     """Throughput (log) against batch diversity, a panel per cache: the loader choice at a
     glance."""
     colors = {"scdataset": "tab:blue", "ray_data": "tab:orange", "reference": "tab:gray"}
-    markers = {"bare": "o", "ray_train": "x"}
+    markers = {("h5ad", "bare"): "o", ("h5ad", "ray_train"): "x",
+               ("parquet", "bare"): "s", ("parquet", "ray_train"): "+"}
     caches = list(dict.fromkeys(bench["cache"]))
     fig, axes = plt.subplots(1, len(caches), figsize=(9 * len(caches), 6), squeeze=False,
                              sharey=True)
     first = bench.iloc[0]
     for ax, cache in zip(axes[0], caches, strict=True):
         rows = bench[bench["cache"] == cache]
-        for (kind, where), group in rows.groupby(["kind", "where"]):
+        for (kind, fmt, where), group in rows.groupby(["kind", "format", "where"]):
             ax.scatter(group["drug_entropy"], group["cells_per_s"], c=colors.get(kind, "k"),
-                       marker=markers.get(where, "s"), label=f"{kind} ({where})", s=50)
+                       marker=markers.get((fmt, where), "s"), label=f"{kind}, {fmt} ({where})",
+                       s=50)
         for _, row in rows[rows["where"] == rows["where"].iloc[0]].iterrows():
-            ax.annotate(row["strategy"], (row["drug_entropy"], row["cells_per_s"]), fontsize=8,
+            name = row["strategy"] + (" (parquet)" if row["format"] == "parquet" else "")
+            ax.annotate(name, (row["drug_entropy"], row["cells_per_s"]), fontsize=8,
                         xytext=(4, 4), textcoords="offset points")
         ax.set_yscale("log")
         ax.set_xlabel("batch diversity: mean per-batch drug entropy (bits)")

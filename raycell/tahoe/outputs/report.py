@@ -15,7 +15,8 @@ from raycell.tahoe.outputs.plots import bench_figure
 from raycell.tahoe.outputs.results import load_tahoe_results
 
 KIND_MARKERS = {"scdataset": "o", "ray_data": "s"}
-BENCH_SHOWN = ["strategy", "kind", "where", "cache", "cells_per_s", "drug_entropy", "plate_entropy"]
+BENCH_SHOWN = ["strategy", "kind", "format", "where", "cache", "cells_per_s", "drug_entropy",
+               "plate_entropy"]
 
 
 def plot_lesson(summary: pd.DataFrame):
@@ -104,14 +105,15 @@ def settings_table(save_dir: Path, keys: list[str]) -> tuple[pd.DataFrame, pd.Da
 
 
 def bench_section(bench_csv: Path) -> Section:
-    from raycell.tahoe.bench.loaders import BENCH_COLUMNS
+    from raycell.tahoe.bench.loaders import BENCH_COLUMNS, best_rounds
 
     bench = pd.read_csv(bench_csv)
+    if "format" not in bench:  # written before parquet was benched: h5ad plates
+        bench.insert(2, "format", "h5ad")
     missing = [c for c in BENCH_COLUMNS if c not in bench]
     if missing:
         raise RaycellError(f"{bench_csv} lacks column {missing[0]!r}")
-    fastest = bench.groupby(["strategy", "where", "cache"], sort=False)["cells_per_s"].idxmax()
-    best = bench.loc[fastest]
+    best = best_rounds(bench)
     return Section(f"Loader throughput against batch diversity ({bench_csv})", figure(
         bench_figure(bench), "throughput against batch diversity") + text(
         "Best round of each strategy, cells/s at the consumer; diversity: mean per-batch entropy "

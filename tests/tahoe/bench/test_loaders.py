@@ -32,17 +32,20 @@ SHORT_LIST = ["streaming", "random", "block_shuffling", "ray_buffer", "per_row_b
 
 
 @pytest.mark.ray
-def test_a_short_run_writes_every_strategy_cold_and_warm_bare_and_in_a_ray_train_worker(
+def test_a_short_run_writes_every_strategy_and_format_cold_and_warm_bare_and_in_ray_train(
         tahoe_dir, tmp_path, ray_address):
     out = tmp_path / "bench"
     done = run_cli("bench", "loaders", "--data", str(tahoe_dir), "--seconds", "0.2",
                    "--warmup", "0.05", "--batch_size", "16", "--fetch_factor", "4",
                    "--block_size", "4", "--rounds", "1", "--strategies", *SHORT_LIST,
-                   "--out", str(out), timeout=600, env=joined(ray_address))
+                   "--format", "both", "--out", str(out), timeout=600, env=joined(ray_address))
     assert done.returncode == 0, done.stderr[-2000:]
     bench = pd.read_csv(out / "bench.csv")
     assert list(bench.columns) == BENCH_COLUMNS
-    assert len(bench) == 2 * 2 * len(SHORT_LIST)  # two places, two caches
+    # Two places, two caches; the references read plates only.
+    assert len(bench) == 2 * 2 * (len(SHORT_LIST) + 4)
+    parquet = bench[bench["format"] == "parquet"]
+    assert set(parquet["strategy"]) == {"streaming", "random", "block_shuffling", "ray_buffer"}
     assert set(bench["where"]) == {"bare", "ray_train"} and set(bench["round"]) == {1}
     assert set(bench["cache"]) == {"cold", "warm"} and set(bench["consumer"]) == {"sparse"}
     assert (bench["cells_per_s"] > 0).all() and (bench["batches"] > 0).all()
@@ -50,7 +53,7 @@ def test_a_short_run_writes_every_strategy_cold_and_warm_bare_and_in_a_ray_train
     if not on_tmpfs(tahoe_dir):
         assert (bench.loc[bench["cache"] == "cold", "resident_before"] < 0.05).all()
     assert (bench.loc[bench["cache"] == "warm", "resident_before"] > 0.95).all()
-    bare = bench[(bench["where"] == "bare") & (bench["round"] == 1)
+    bare = bench[(bench["where"] == "bare") & (bench["format"] == "h5ad")
                  & (bench["cache"] == "warm")].set_index("strategy")
     # In-order streaming sees one or two wells a batch; random draws mix drugs and plates.
     assert bare.at["streaming", "drug_entropy"] < 0.5 * bare.at["random", "drug_entropy"]
@@ -58,13 +61,15 @@ def test_a_short_run_writes_every_strategy_cold_and_warm_bare_and_in_a_ray_train
     assert (out / "bench.png").stat().st_size > 10_000
     assert "cold: block_shuffling / storage_limit" in done.stdout
     assert "warm: block_shuffling / sequential_limit" in done.stdout
+    assert "warm bare: block_shuffling parquet / h5ad" in done.stdout
     assert "block_shuffling" in done.stderr + done.stdout  # progress, one line per strategy
 
 
 def test_each_strategy_place_and_cache_is_read_at_its_fastest_round():
     from raycell.tahoe.bench.loaders import best_rounds
 
-    frame = pd.DataFrame({"strategy": ["a"] * 4 + ["b"] * 2, "where": ["bare"] * 6,
+    frame = pd.DataFrame({"strategy": ["a"] * 4 + ["b"] * 2, "format": ["h5ad"] * 6,
+                          "where": ["bare"] * 6,
                           "cache": ["cold", "warm"] * 3, "round": [1, 1, 2, 2, 1, 1],
                           "cells_per_s": [5.0, 9.0, 7.0, 8.0, 3.0, 4.0]})
     best = best_rounds(frame).set_index(["strategy", "cache"])["round"]
