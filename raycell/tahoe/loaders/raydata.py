@@ -96,10 +96,12 @@ def _read(split_ref: ray.ObjectRef, labels: LabelSpace, group: RowGroup) -> list
 def to_arrow(batch: SparseBatch) -> pa.Table:
     x = batch.x
     offsets = pa.array(x.indptr.astype(np.int32))
-    columns = {
-        ROW: pa.array(batch.rows.astype(np.int64)),
-        INDICES: pa.ListArray.from_arrays(offsets, pa.array(x.indices.astype(np.int32))),
-        VALUES: pa.ListArray.from_arrays(offsets, pa.array(x.data.astype(np.float32))),
+    columns = {  # the values uncopied where they have the list's type already
+        ROW: pa.array(batch.rows.astype(np.int64, copy=False)),
+        INDICES: pa.ListArray.from_arrays(offsets, pa.array(x.indices.astype(np.int32,
+                                                                               copy=False))),
+        VALUES: pa.ListArray.from_arrays(offsets, pa.array(x.data.astype(np.float32,
+                                                                           copy=False))),
     }
     columns.update({task: pa.array(batch.labels[:, i]) for i, task in enumerate(TASKS)})
     return pa.table(columns)
