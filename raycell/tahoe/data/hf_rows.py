@@ -117,6 +117,11 @@ def index_shard(path: str, fs) -> ShardIndex:
     if missing:
         raise RaycellError(f"{path} has no column '{missing[0]}'")
     table = file.read(columns=["plate", "cell_line_id", "drug"])
+    for name in table.column_names:  # a cell without one cannot be placed or labelled
+        column = table.column(name)
+        if column.null_count:
+            row = int(np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))[0])
+            raise RaycellError(f"{path} row {row}: no {name}")
     meta = file.metadata
     sizes = [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
     plates = table.column("plate").combine_chunks().dictionary_encode()

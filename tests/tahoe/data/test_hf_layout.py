@@ -90,7 +90,7 @@ def _rewrite(path, change):
 
 
 def _with_row(table, column, row, fix):
-    """``table`` with list ``column``'s entry ``row`` replaced by ``fix(entry)``."""
+    """``table`` with ``column``'s entry ``row`` replaced by ``fix(entry)``."""
     values = table.column(column).to_pylist()
     values[row] = fix(values[row])
     return table.set_column(table.schema.get_field_index(column), column,
@@ -132,6 +132,16 @@ def test_a_bad_row_is_refused_where_a_read_finds_it(spoilt, tmp_path, column, fi
     with pytest.raises(BadData, match="^" + re.escape(f"{shard} row 200: {culprit}")):
         rows[np.array([0, at, at + 3])]
     assert len(rows[np.array([0, at - 200, at + 200])]) == 3  # rows of other groups read
+
+
+@pytest.mark.parametrize("column", ["plate", "drug"])
+def test_a_cell_without_a_plate_or_drug_is_one_line(spoilt, tmp_path, column):
+    root, shard = spoilt
+    _rewrite(shard, lambda t: _with_row(t, column, 200, lambda v: None))
+    save = tmp_path / "out"
+    refused = run_main("tahoe", "--parquet_dir", root, "--train_plates", "1", "2",
+                       "--test_plates", "3", "--strategy", "streaming", "--save_dir", save)
+    assert_clean_error(refused, f"{shard} row 200: no {column}", save)
 
 
 def test_a_shard_that_is_not_parquet_is_one_line(spoilt, tmp_path):
