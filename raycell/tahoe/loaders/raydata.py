@@ -1,4 +1,5 @@
 """The Ray Data strategies: Tahoe plates as a Ray Data datasource, read on every rank.
+(Parquet shards go through Ray Data's own reader instead: ``raydata_parquet.py``.)
 
 Ray Data has no h5ad reader (docs/facts.md), so ``TahoeDatasource`` makes read tasks
 over rows of a split. Each task opens its plate with h5py inside the task, reads

@@ -72,20 +72,26 @@ class SplitRows:
     def __init__(self, split_ref: ray.ObjectRef, labels: LabelSpace):
         self.split_ref, self.labels = split_ref, labels
         self._split: TahoeSplit | None = None
+        self._pieces: dict[str, list[int]] = {}  # a shard's path on its filesystem -> pieces
+        self._offsets = np.zeros(1, np.int64)  # each piece's first split row
         self._shards: OrderedDict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = OrderedDict()
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_split": None, "_shards": OrderedDict()}
+        return {**self.__dict__, "_split": None, "_pieces": {}, "_shards": OrderedDict(),
+                "_offsets": np.zeros(1, np.int64)}
 
     def __call__(self, table: pa.Table) -> pa.Table:
-        split = self._split = self._split or ray.get(self.split_ref)
+        split = self._load()
         paths = table.column("path").combine_chunks().dictionary_encode()
         hashes = table.column("row_hash").to_numpy()
         parts = []
         for code, path in enumerate(paths.dictionary.to_pylist()):
             at = np.flatnonzero(paths.indices.to_numpy() == code)
             hashed, positions, split_rows = self._shard(split, path)
-            found = np.searchsorted(hashed, hashes[at])
+            found = np.minimum(np.searchsorted(hashed, hashes[at]), hashed.size - 1)
+            if not np.array_equal(hashed[found], hashes[at]):  # never silently a wrong row
+                raise RuntimeError(f"Ray Data's row_hash of {path} names no row of it: has "
+                                   "its recipe changed (docs/facts.md, Ray 2.60)?")
             position = positions[found]
             member = split_rows[position]
             keep = member >= 0
@@ -93,16 +99,20 @@ class SplitRows:
                 continue
             whole = keep.all() and at.size == table.num_rows  # a shard the split takes whole
             piece = table if whole else table.select(SHARD_COLUMNS).take(pa.array(at[keep]))
-            x = decode_cells(piece, split.token_columns, split.n_vars, self._uri(split, path),
-                             position[keep])
+            uri = split.plates[self._pieces[path][0]].path  # as a person finds it: s3://...
+            x = decode_cells(piece, split.token_columns, split.n_vars, uri, position[keep])
             rows = member[keep]
             parts.append(to_arrow(SparseBatch(x, self.labels.expand(split.codes[rows]), rows)))
         return pa.concat_tables(parts) if parts else to_arrow(_empty(split.n_vars))
 
-    @staticmethod
-    def _uri(split: TahoeSplit, path: str) -> str:
-        """A shard's path on its filesystem as a person finds it (s3://...)."""
-        return next(p.path for p in split.plates if fs_path(p.path) == path)
+    def _load(self) -> TahoeSplit:
+        """The split, once per process, and which of its pieces each shard holds."""
+        if self._split is None:
+            self._split = ray.get(self.split_ref)
+            for i, piece in enumerate(self._split.plates):
+                self._pieces.setdefault(fs_path(piece.path), []).append(i)
+            self._offsets = np.cumsum([0] + [p.n_rows for p in self._split.plates])
+        return self._split
 
     def _shard(self, split: TahoeSplit, path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """A shard's row hashes (sorted), their positions, and position -> split row (-1:
@@ -114,12 +124,11 @@ class SplitRows:
             _compute_row_hashes,
         )
 
-        offsets = np.cumsum([0] + [p.n_rows for p in split.plates])
-        pieces = [i for i, p in enumerate(split.plates) if fs_path(p.path) == path]
-        size = int(split.plates[pieces[0]].group_starts[-1])
+        size = int(split.plates[self._pieces[path][0]].group_starts[-1])
         split_rows = np.full(size, -1, np.int64)
-        for i in pieces:
-            split_rows[split.plates[i].rows] = np.arange(offsets[i], offsets[i + 1])
+        for i in self._pieces[path]:
+            first = self._offsets[i]
+            split_rows[split.plates[i].rows] = np.arange(first, first + split.plates[i].n_rows)
         hashes = _compute_row_hashes(path, 0, size)
         order = np.argsort(hashes)
         self._shards[path] = hashes[order], order, split_rows
