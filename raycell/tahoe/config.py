@@ -202,6 +202,9 @@ class LoaderBenchSettings(Strict):
     format: Literal["h5ad", "parquet", "both"] = Field(
         "h5ad", description="the plates, the same cells as parquet shards (converted once "
         "into <out>/snapshot), or both side by side")
+    snapshot: str | None = Field(None, description="the parquet to read instead of the "
+                                 "converted plates: a snapshot folder, or s3:// / gs:// "
+                                 "(always cold: no page cache)")
     strategies: tuple[str, ...] = Field(BENCH_STRATEGIES, description="what to measure: "
                                         "strategies and reference loaders")
     where: tuple[Literal["bare", "ray_train"], ...] = Field(
@@ -233,6 +236,12 @@ class LoaderBenchSettings(Strict):
     @classmethod
     def _once_each(cls, where: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(dict.fromkeys(where))
+
+    @model_validator(mode="after")
+    def _snapshot_is_parquet(self) -> LoaderBenchSettings:
+        if self.snapshot is not None and self.format == "h5ad":
+            raise ValueError("snapshot is parquet: use --format parquet or both")
+        return self
 
     @model_validator(mode="after")
     def _consumer_of_the_device(self) -> LoaderBenchSettings:

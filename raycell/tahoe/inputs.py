@@ -68,22 +68,15 @@ def load_tahoe_inputs(cfg: TahoeConfig) -> TahoeInputs:
     return TahoeInputs(h5ad_dir, labels, train, test)
 
 
-def load_parquet_inputs(cfg: TahoeConfig) -> TahoeInputs:
-    """The same inputs from the Hugging Face layout, on local disk or object storage: the
-    same label spaces and, for the same cells, the same model inputs as from their h5ad
-    plates (hf_layout.py)."""
+def open_snapshot(parquet_dir: str, drug_table: str | None):
+    """A snapshot of the Hugging Face layout, on local disk or object storage, checked: its
+    root (a path or URI), filesystem, shard index, token -> column map, drug table (path
+    and rows)."""
     from raycell.core.filesystems import check_bucket, filesystem, is_url, join
     from raycell.tahoe.data.hf_layout import DRUG_TABLE
-    from raycell.tahoe.data.hf_rows import (
-        cell_lines,
-        gene_columns,
-        read_parquet_split,
-        read_table,
-        shard_index,
-    )
+    from raycell.tahoe.data.hf_rows import gene_columns, read_table, shard_index
 
-    data = cfg.data
-    root = data.parquet_dir.rstrip("/")
+    root = parquet_dir.rstrip("/")
     if is_url(root):
         check_bucket(root, "data.parquet_dir")  # one line within seconds, not a hang
     else:
@@ -91,13 +84,25 @@ def load_parquet_inputs(cfg: TahoeConfig) -> TahoeInputs:
     fs = filesystem(root)
     index = shard_index(root, fs)
     columns = gene_columns(root, fs)
-    if data.drug_table is not None:
-        table_path = str(find_drug_table(root, data.drug_table))
+    if drug_table is not None:
+        table_path = str(find_drug_table(root, drug_table))
         drugs = read_drug_table(Path(table_path))
     else:
         table_path = join(root, DRUG_TABLE)
         drugs = check_drug_table(read_table(table_path, fs, "drug table").to_pandas(),
                                  table_path)
+    return root, fs, index, columns, table_path, drugs
+
+
+def load_parquet_inputs(cfg: TahoeConfig) -> TahoeInputs:
+    """The same inputs from the Hugging Face layout, on local disk or object storage: the
+    same label spaces and, for the same cells, the same model inputs as from their h5ad
+    plates (hf_layout.py)."""
+    from raycell.tahoe.data.hf_rows import cell_lines, read_parquet_split
+
+    data = cfg.data
+    root, fs, index, columns, table_path, drugs = open_snapshot(data.parquet_dir,
+                                                                data.drug_table)
     labels = LabelSpace.build(drugs, cell_lines(index, data.train_plates + data.test_plates),
                               CONTROL_DRUG)
     train = read_parquet_split(index, data.train_plates, labels, data.max_train_cells,

@@ -65,26 +65,25 @@ def load_bench_split(data_dir: Path) -> tuple[TahoeSplit, LabelSpace]:
     return read_split(paths, labels, None, table), labels
 
 
-def load_bench_snapshot(data_dir: Path, out: Path) -> tuple[TahoeSplit, LabelSpace]:
-    """The same cells as parquet shards in the release's layout (converted into
-    ``out/snapshot`` once), every plate as one split."""
-    from pyarrow.fs import LocalFileSystem
-
+def load_bench_snapshot(s: LoaderBenchSettings) -> tuple[TahoeSplit, LabelSpace]:
+    """Every plate of a parquet snapshot as one split: ``s.snapshot`` (a folder, or an
+    s3:// / gs:// URI), or the bench's plates converted once into ``<out>/snapshot``."""
     from raycell.tahoe.data.hf_layout import convert_h5ad
-    from raycell.tahoe.data.hf_rows import gene_columns, read_parquet_split, shard_index
+    from raycell.tahoe.data.hf_rows import cell_lines, read_parquet_split
+    from raycell.tahoe.data.plates import CONTROL_DRUG
+    from raycell.tahoe.inputs import open_snapshot
 
-    root = out / "snapshot"
-    if not root.is_dir():
-        print(f"bench: converting the plates into {root} (once)", flush=True)
-        convert_h5ad(data_dir, root)
-    fs = LocalFileSystem()
-    index = shard_index(str(root), fs)
-    table = find_drug_table(data_dir, None)
-    labels = build_labels(list(find_plates(data_dir).values()), table)
+    root = s.snapshot
+    if root is None:
+        root = str(Path(s.out) / "snapshot")
+        if not Path(root).is_dir():
+            print(f"bench: converting the plates into {root} (once)", flush=True)
+            convert_h5ad(Path(s.data), Path(root))
+    root, fs, index, columns, table_path, drugs = open_snapshot(root, None)
     plates = sorted({int(p) for shard in index for p in np.unique(shard.plate)})
-    split = read_parquet_split(index, plates, labels, None, str(table), gene_columns(str(root), fs),
-                               "bench", fs)
-    return split, labels
+    labels = LabelSpace.build(drugs, cell_lines(index, plates), CONTROL_DRUG)
+    return read_parquet_split(index, plates, labels, None, table_path, columns, "bench",
+                              fs), labels
 
 
 def plate_of_rows(split: TahoeSplit) -> np.ndarray:
@@ -178,23 +177,28 @@ def measure(batches: HostBatches, drug: np.ndarray, plate: np.ndarray, s: Loader
 
 def measure_strategies(split: TahoeSplit, labels: LabelSpace, s: LoaderBenchSettings, where: str,
                  progress=None) -> list[dict]:
+    from raycell.core.filesystems import is_url
+
     drug, plate = split.codes[:, 1], plate_of_rows(split)
     files = list(dict.fromkeys(p.path for p in split.plates))
+    remote = is_url(files[0])  # object storage: no page cache, every read goes over HTTP
     fmt = "parquet" if split.parquet else "h5ad"
     # The references read h5ad plates by definition; over shards the registry's strategies run.
     strategies = [n for n in s.strategies if fmt == "h5ad" or strategy_kind(n) != "reference"]
     rows = []
     for round_ in range(1, s.rounds + 1):
         for strategy in strategies:
-            for cache in s.caches:
-                if cache == "cold":
+            for cache in ("cold",) if remote else s.caches:
+                if remote:
+                    resident = float("nan")
+                elif cache == "cold":
                     resident = page_cache.evict_settled(files)
                 else:
                     page_cache.warm(files)
                     resident = page_cache.resident_fraction(files)
                 batches = strategy_batches(strategy, split, labels, s)  # opens its files afresh
                 result = measure(batches, drug, plate, s,
-                                 cold_files=files if cache == "cold" else None)
+                                 cold_files=files if cache == "cold" and not remote else None)
                 batches.close()  # stops DataLoader workers and Ray executions of this strategy
                 rows.append({"strategy": strategy, "kind": strategy_kind(strategy),
                              "format": fmt, "where": where,
@@ -266,7 +270,9 @@ def bench_loaders(settings: LoaderBenchSettings | None = None) -> pd.DataFrame:
 
     s = settings or LoaderBenchSettings()
     require_device(s.device)
-    if s.data is None:
+    if s.data is None and s.format == "parquet" and s.snapshot is not None:
+        data = None  # the snapshot alone
+    elif s.data is None:
         from raycell.tahoe.config import TAHOE_SHAPED
         from raycell.tahoe.data.synthetic import ensure_tahoe
 
@@ -274,7 +280,8 @@ def bench_loaders(settings: LoaderBenchSettings | None = None) -> pd.DataFrame:
         data = ensure_tahoe("data/bench/tahoe-shaped", TAHOE_SHAPED)
     else:
         data = Path(s.data).expanduser().resolve()
-    s = s.model_copy(update={"data": str(data), "out": str(Path(s.out).expanduser().resolve()),
+    s = s.model_copy(update={"data": data and str(data),
+                             "out": str(Path(s.out).expanduser().resolve()),
                              "threads": s.threads or torch.get_num_threads()})
     frame = run_bench(s)
     plot_bench(best_rounds(frame), Path(s.out) / "bench.png")
@@ -282,15 +289,18 @@ def bench_loaders(settings: LoaderBenchSettings | None = None) -> pd.DataFrame:
 
 
 def run_bench(s: LoaderBenchSettings) -> pd.DataFrame:
-    split, labels = load_bench_split(Path(s.data))  # bad plates: one line, nothing written
+    inputs = [] if s.format == "parquet" else [load_bench_split(Path(s.data))]
+    if s.snapshot is not None and s.format != "h5ad":  # bad input: one line, nothing written
+        inputs.append(load_bench_snapshot(s))
     out = Path(s.out)
     out.mkdir(parents=True, exist_ok=True)
-    inputs = [(split, labels)] if s.format != "parquet" else []
-    if s.format != "h5ad":
-        inputs.append(load_bench_snapshot(Path(s.data), out))
+    if s.snapshot is None and s.format != "h5ad":
+        inputs.append(load_bench_snapshot(s))
+    split = inputs[0][0]
     torch.set_num_threads(s.threads)
-    nnz = sum(int(p.indptr[-1] - p.indptr[0]) for p in split.plates)
-    print(f"bench: {len(split):,} cells x {split.n_vars:,} genes ({nnz / len(split):,.0f} "
+    nnz = sum(int(p.indptr[-1] - p.indptr[0]) for p in split.plates) / len(split) \
+        if not split.parquet else float("nan")  # shards say it only once decoded
+    print(f"bench: {len(split):,} cells x {split.n_vars:,} genes ({nnz:,.0f} "
           f"non-zeros a cell), batch {s.batch_size}, {len(s.strategies)} strategies x "
           f"{list(s.where)} x {list(s.caches)} cache, {s.consumer} batches at the consumer, "
           f"{s.seconds:g} s each after {s.warmup:g} s warm-up", flush=True)
@@ -313,7 +323,7 @@ def run_bench(s: LoaderBenchSettings) -> pd.DataFrame:
     frame = pd.DataFrame(rows).assign(
         batch_size=s.batch_size, fetch_factor=s.fetch_factor, block_size=s.block_size,
         num_workers=s.num_workers, threads=s.threads, device=s.device, n_cells=len(split),
-        n_genes=split.n_vars, nnz_per_cell=round(nnz / len(split), 1),
+        n_genes=split.n_vars, nnz_per_cell=round(nnz, 1),
     )[BENCH_COLUMNS]
     write_table(out / "bench.csv", frame)
     return frame

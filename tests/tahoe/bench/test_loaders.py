@@ -133,8 +133,38 @@ def test_unknown_strategy_in_the_list_is_one_line_and_exit_code_2(tmp_path):
     (["--device", "tpu"], "--device 'tpu': use cpu or cuda"),
     (["--cache", "lukewarm"], "--cache 'lukewarm': use cold | warm | both"),
     (["--consumer", "csr"], "--consumer 'csr': use sparse | dense"),
+    (["--snapshot", "/x"], "snapshot is parquet: use --format parquet or both"),
+    (["--format", "arrow"], "--format 'arrow': use h5ad | parquet | both"),
 ])
 def test_bad_bench_flags_are_one_line_and_exit_code_2(tmp_path, args, expected):
     done = run_main("bench", "loaders", *args, "--out", str(tmp_path / "b"))
     assert done.returncode == 2 and expected in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and not (tmp_path / "b").exists()
+
+
+@pytest.mark.ray
+def test_a_snapshot_in_object_storage_is_benched_cold(tahoe_dir, tmp_path, s3, monkeypatch,
+                                                      ray_address):
+    """The bench reads shards over HTTP from an S3-compatible server on loopback (moto):
+    no page cache there, so every row is a cold read."""
+    from pyarrow import fs
+
+    from raycell.core.filesystems import s3_filesystem
+    from raycell.tahoe.data.hf_layout import convert_h5ad
+
+    for name, value in s3.env.items():
+        monkeypatch.setenv(name, value)
+    snapshot = convert_h5ad(tahoe_dir, tmp_path / "snapshot", rows_per_shard=600)
+    uri = s3.bucket("bench") + "/hf"
+    fs.copy_files(str(snapshot), "bench/hf", destination_filesystem=s3_filesystem())
+    out = tmp_path / "bench"
+    done = run_main("bench", "loaders", "--format", "parquet", "--snapshot", uri, "--where",
+                    "bare", "--seconds", "0.3", "--warmup", "0.05", "--batch_size", "16",
+                    "--fetch_factor", "4", "--rounds", "1", "--strategies", "streaming",
+                    "ray_streaming", "--out", out)
+    assert done.returncode == 0, done.stderr[-2000:]
+    bench = pd.read_csv(out / "bench.csv")
+    assert set(bench["strategy"]) == {"streaming", "ray_streaming"}
+    assert set(bench["format"]) == {"parquet"} and set(bench["cache"]) == {"cold"}
+    assert (bench["cells_per_s"] > 0).all() and bench["resident_before"].isna().all()
+    assert not (out / "snapshot").exists()  # read where it is, not converted
