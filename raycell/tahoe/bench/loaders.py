@@ -17,6 +17,10 @@ the next, and no page read for one fetch serves another, even where a fast strat
 reads the whole bench set more than once in its window (the regime of scDataset's
 published figures, and of 314 GB of real Tahoe, which no page cache holds).
 
+Formats: the plates (h5ad), the same cells as parquet shards in the Hugging Face layout
+(converted once), or both side by side; or another snapshot, on disk or in object storage
+(always cold there). The references read plates only.
+
 Every strategy is measured in this process ("bare") and inside a Ray Train worker with
 the same thread budget, so the cost of Ray is a ratio, not a guess. Strategies are
 measured round-robin for ``rounds`` rounds and the best round counts (as timeit

@@ -141,9 +141,11 @@ def _cell_table(plate: PlateCells, by_drug, types: dict[str, pa.DataType], cls: 
         "plate": pa.array(np.full(len(drugs), f"plate{plate.number}")),
         "BARCODE_SUB_LIB_ID": pa.array(np.asarray(plate.obs["BARCODE_SUB_LIB_ID"]).astype(str)),
     }
+    names, of_cell = np.unique(drugs, return_inverse=True)  # a drug's values once, not a cell's
     for column in DRUG_COLUMNS:  # a cell of the control has none
         known = by_drug[column] if column in by_drug else {}
-        columns[column] = pa.array([_plain(known.get(d)) for d in drugs], types[column])
+        values = pa.array([_plain(known.get(d)) for d in names], types[column])
+        columns[column] = values.take(pa.array(of_cell.ravel()))
     return pa.table(columns)
 
 
