@@ -378,9 +378,6 @@ def _write_tahoe(args: argparse.Namespace) -> None:
     from raycell.tahoe.data.synthetic import write_tahoe
 
     if args.profile == "tahoe_scale":
-        if args.format == "parquet":  # its writer is a fast h5ad-only one
-            raise RaycellError("--format parquet does not take --profile tahoe_scale yet; "
-                               "write the h5ad plates and `raycell data convert` them")
         from raycell.tahoe.data.tahoe_scale import (
             TahoeScaleSpec,
             estimated_bytes,
@@ -394,6 +391,20 @@ def _write_tahoe(args: argparse.Namespace) -> None:
         spec = _spec_from_flags(TahoeScaleSpec, TahoeScaleSpec(), args)
         print(f"writing {len(spec.plate_cells)} plates, {sum(spec.plate_cells):,} cells, "
               f"~{estimated_bytes(spec) / 1e9:.1f} GB", flush=True)
+        if args.format == "parquet":  # its fast writer writes plates: they are converted
+            import shutil
+
+            from raycell.tahoe.data.hf_layout import convert_h5ad
+
+            plates = Path(args.out).resolve().with_name(Path(args.out).name + ".plates")
+            shutil.rmtree(plates, ignore_errors=True)
+            try:
+                write_tahoe_scale(plates, spec, progress=lambda line: print(line, flush=True))
+                out = convert_h5ad(plates, Path(args.out))
+            finally:
+                shutil.rmtree(plates, ignore_errors=True)
+            print(f"wrote {sum(spec.plate_cells):,} cells as parquet shards and metadata to {out}")
+            return
         out = write_tahoe_scale(args.out, spec, progress=lambda line: print(line, flush=True))
         print(f"wrote {len(spec.plate_cells)} plates and drug_metadata.parquet to {out}")
         return

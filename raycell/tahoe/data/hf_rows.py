@@ -37,7 +37,7 @@ class ShardRows:
 
     path: str  # a local path or an s3:// / gs:// URI
     plate: int
-    rows: np.ndarray  # int64, sorted positions in the shard
+    rows: np.ndarray  # int32, sorted positions in the shard (a shard is ~30k rows)
     group_starts: np.ndarray  # int64: each row group's first row, then the shard's rows
 
     @property
@@ -131,8 +131,11 @@ def index_shard(path: str, fs) -> ShardIndex:
         if match is None:
             raise RaycellError(f"{path}: plate {name!r} names no plate number")
         numbers.append(int(match.group(1)))
-    plate = np.asarray(numbers, np.int64)[plates.indices.to_numpy()] if numbers else \
-        np.zeros(0, np.int64)
+        if numbers[-1] > np.iinfo(np.int16).max:
+            raise RaycellError(f"{path}: plate {name!r}: numbers above 32767 are not plates")
+    # int16 (plate numbers are small): 100M cells' plates in 200 MB, not 800 (docs/benchmarks.md)
+    plate = np.asarray(numbers, np.int16)[plates.indices.to_numpy()] if numbers else \
+        np.zeros(0, np.int16)
     return ShardIndex(str(path), plate,
                       table.column("cell_line_id").combine_chunks().dictionary_encode(),
                       table.column("drug").combine_chunks().dictionary_encode(),
@@ -157,31 +160,35 @@ def read_parquet_split(index: list[ShardIndex], plates: list[int], labels: Label
     reader's order for converted plates), the first ``max_cells`` of them if set."""
     import pandas as pd
 
-    pieces, codes, left = [], [], max_cells
+    pieces, left = [], max_cells
     found = {int(p) for shard in index for p in np.unique(shard.plate)}
     missing = [p for p in plates if p not in found]
     if missing:
         raise RaycellError(f"{role} plate {missing[0]} not found (found plates {sorted(found)})")
-    for number in plates:
+    for number in plates:  # which rows, first: then the codes fill one array, not a list
         for shard in index:
             rows = np.flatnonzero(shard.plate == number)
             if left is not None:
                 rows = rows[:left]
                 left -= rows.size
-            if rows.size == 0:
-                continue
-            pick = pa.array(rows)
-            cell_line, drug = (pd.Categorical.from_codes(
-                column.indices.take(pick).to_numpy(zero_copy_only=False).astype(np.int64),
-                [str(v) for v in column.dictionary.to_pylist()])
-                for column in (shard.cell_line, shard.drug))
-            codes.append(labels.encode(cell_line, drug, source=shard.path, drug_table=drug_table))
-            pieces.append(ShardRows(shard.path, number, rows.astype(np.int64),
-                                    shard.group_starts))
+            if rows.size:
+                pieces.append((shard, ShardRows(shard.path, number, rows.astype(np.int32),
+                                                shard.group_starts)))
     if not pieces:
         raise RaycellError(f"no cells in {role} plates {plates}")
+    codes = np.empty((sum(p.n_rows for _, p in pieces), 2), np.int32)
+    at = 0
+    for shard, piece in pieces:
+        pick = pa.array(piece.rows)
+        cell_line, drug = (pd.Categorical.from_codes(
+            column.indices.take(pick).to_numpy(zero_copy_only=False),
+            [str(v) for v in column.dictionary.to_pylist()])
+            for column in (shard.cell_line, shard.drug))
+        codes[at : at + piece.n_rows] = labels.encode(cell_line, drug, source=shard.path,
+                                                      drug_table=drug_table)
+        at += piece.n_rows
     n_vars = int(columns.max()) + 1
-    return TahoeSplit(tuple(pieces), n_vars, np.concatenate(codes), columns, fs)
+    return TahoeSplit(tuple(p for _, p in pieces), n_vars, codes, columns, fs)
 
 
 class ParquetRows:

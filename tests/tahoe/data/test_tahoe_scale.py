@@ -49,6 +49,26 @@ def test_plates_are_real_h5ad_with_the_obs_columns_and_a_unique_index(scale_dir)
     assert changes == 2 * (SMALL.drugs + 1)
 
 
+def test_tahoe_scale_plates_convert_to_shards_that_read_the_same(scale_dir, tmp_path):
+    """What `raycell data tahoe --profile tahoe_scale --format parquet` does after writing
+    the plates (convert them), at a small size: the same labels, codes and rows."""
+    from raycell.tahoe.data.hf_layout import convert_h5ad
+    from raycell.tahoe.data.sparse import split_rows
+
+    snapshot = convert_h5ad(scale_dir, tmp_path / "hf", rows_per_shard=1000)
+    settings = {"data.train_plates": [1, 2], "data.test_plates": [3]}
+    plates = load_tahoe_inputs(load_tahoe_config("default", {"data.h5ad_dir": str(scale_dir),
+                                                             **settings}))
+    shards = load_tahoe_inputs(load_tahoe_config("default", {"data.parquet_dir": str(snapshot),
+                                                             **settings}))
+    assert shards.labels.to_json() == plates.labels.to_json()
+    np.testing.assert_array_equal(shards.train.codes, plates.train.codes)
+    rows = np.arange(0, 5500, 11)
+    want = split_rows(plates.train, plates.labels)[rows]
+    got = split_rows(shards.train, shards.labels)[rows]
+    assert (want.x != got.x).nnz == 0
+
+
 def test_the_experiment_reads_tahoe_scale_data_with_every_drug_class(scale_dir):
     cfg = load_tahoe_config("default", {"data.h5ad_dir": str(scale_dir),
                                         "data.train_plates": [1, 2], "data.test_plates": [3]})
