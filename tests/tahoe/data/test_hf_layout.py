@@ -97,6 +97,14 @@ def _with_row(table, column, row, fix):
                             pa.array(values, table.schema.field(column).type))
 
 
+def _assert_refused(root, tmp_path, culprit: str) -> None:
+    """A run over the snapshot ends on one line naming ``culprit``, nothing written."""
+    save = tmp_path / "out"
+    refused = run_main("tahoe", "--parquet_dir", root, "--train_plates", "1", "2",
+                       "--test_plates", "3", "--strategy", "streaming", "--save_dir", save)
+    assert_clean_error(refused, culprit, save)
+
+
 @pytest.fixture
 def spoilt(converted, tmp_path):
     import shutil
@@ -111,10 +119,7 @@ def spoilt(converted, tmp_path):
 def test_a_shard_without_a_needed_column_is_one_line(spoilt, tmp_path, column):
     root, shard = spoilt
     _rewrite(shard, lambda t: t.drop_columns([column]))
-    save = tmp_path / "out"
-    refused = run_main("tahoe", "--parquet_dir", root, "--train_plates", "1", "2",
-                       "--test_plates", "3", "--strategy", "streaming", "--save_dir", save)
-    assert_clean_error(refused, f"{shard} has no column '{column}'", save)
+    _assert_refused(root, tmp_path, f"{shard} has no column '{column}'")
 
 
 @pytest.mark.parametrize(("column", "fix", "culprit"), [
@@ -138,19 +143,13 @@ def test_a_bad_row_is_refused_where_a_read_finds_it(spoilt, tmp_path, column, fi
 def test_a_cell_without_a_plate_or_drug_is_one_line(spoilt, tmp_path, column):
     root, shard = spoilt
     _rewrite(shard, lambda t: _with_row(t, column, 200, lambda v: None))
-    save = tmp_path / "out"
-    refused = run_main("tahoe", "--parquet_dir", root, "--train_plates", "1", "2",
-                       "--test_plates", "3", "--strategy", "streaming", "--save_dir", save)
-    assert_clean_error(refused, f"{shard} row 200: no {column}", save)
+    _assert_refused(root, tmp_path, f"{shard} row 200: no {column}")
 
 
 def test_a_shard_that_is_not_parquet_is_one_line(spoilt, tmp_path):
     root, shard = spoilt
     shard.write_bytes(b"PAR1 not really")
-    save = tmp_path / "out"
-    refused = run_main("tahoe", "--parquet_dir", root, "--train_plates", "1", "2",
-                       "--test_plates", "3", "--strategy", "streaming", "--save_dir", save)
-    assert_clean_error(refused, f"{shard}: not a readable parquet file", save)
+    _assert_refused(root, tmp_path, f"{shard}: not a readable parquet file")
 
 
 def test_a_drug_missing_from_the_drug_table_is_one_line(spoilt, tmp_path):
@@ -158,10 +157,7 @@ def test_a_drug_missing_from_the_drug_table_is_one_line(spoilt, tmp_path):
     table = pq.read_table(root / DRUG_TABLE).to_pandas()
     gone = table["drug"].iloc[0].strip()
     pq.write_table(pa.Table.from_pandas(table.iloc[1:], preserve_index=False), root / DRUG_TABLE)
-    save = tmp_path / "out"
-    refused = run_main("tahoe", "--parquet_dir", root, "--train_plates", "1", "2",
-                       "--test_plates", "3", "--strategy", "streaming", "--save_dir", save)
-    assert_clean_error(refused, f"drug {gone!r} is not in the drug table", save)
+    _assert_refused(root, tmp_path, f"drug {gone!r} is not in the drug table")
 
 
 def test_plates_and_shards_in_one_folder_are_one_line(tahoe_dir, spoilt, tmp_path):
