@@ -85,13 +85,18 @@ def planning_seconds(data: Path, strategy: str) -> float:
 
     from raycell.tahoe.config import load_tahoe_config
     from raycell.tahoe.inputs import load_tahoe_inputs
-    from raycell.tahoe.loaders.raydata import TahoeDatasource, bytes_per_row, row_groups
+    from raycell.tahoe.loaders.raydata import (
+        TahoeDatasource,
+        block_bounds,
+        bytes_per_row,
+        read_plan,
+    )
 
     cfg = load_tahoe_config("default", {data_key(data): str(data)})
     inputs = load_tahoe_inputs(cfg)
     ray.init(num_cpus=4, include_dashboard=False)
     try:
-        if inputs.train.parquet:  # the epoch's shard order and read_parquet's own planning
+        if inputs.train.parquet and not STRATEGIES[strategy].blocked:  # read_parquet's planning
             from raycell.tahoe.loaders.raydata_parquet import (
                 SplitRows,
                 shard_dataset,
@@ -100,15 +105,16 @@ def planning_seconds(data: Path, strategy: str) -> float:
 
             split_rows = SplitRows(ray.put(inputs.train), inputs.labels)
             started = time.perf_counter()
-            shares = shard_shares(inputs.train, STRATEGIES[strategy].blocked, 0, 0, 1)
+            shares = shard_shares(inputs.train, 1)
             shard_dataset(inputs.train, split_rows, shares[0], {})
             return time.perf_counter() - started
         split_ref = ray.put(inputs.train)  # done once a run, not each epoch: not timed
         started = time.perf_counter()
-        block = cfg.strategies[strategy].block_size if STRATEGIES[strategy].blocked else None
-        groups = row_groups(len(inputs.train), cfg.ray_data.read_rows, block, 0, 0)[0]
+        bounds = (block_bounds(inputs.train, cfg.strategies[strategy].block_size)
+                  if STRATEGIES[strategy].blocked else None)
+        tasks = read_plan(len(inputs.train), cfg.ray_data.read_rows, bounds, 0, 0)[0]
         TahoeDatasource(split_ref, inputs.train.n_vars, bytes_per_row(inputs.train),
-                        inputs.labels, groups).get_read_tasks(1)
+                        inputs.labels, tasks).get_read_tasks(1)
         return time.perf_counter() - started
     finally:
         ray.shutdown()

@@ -119,10 +119,10 @@ def placement(save: Path, key: str) -> list[dict]:
 
 
 def reads_by_node(head) -> Counter:
-    """How many of Ray Data's read tasks (ours: ReadTahoeH5ad) each node has run (a task
+    """How many of Ray Data's read tasks (ours: ReadTahoe) each node has run (a task
     cancelled before it was scheduled has no node)."""
     tasks = head.api("/api/v0/tasks?limit=10000&detail=true")["data"]["result"]["result"]
-    return Counter(t["node_id"] for t in tasks if "ReadTahoeH5ad" in t["name"] and t["node_id"])
+    return Counter(t["node_id"] for t in tasks if "ReadTahoe" in t["name"] and t["node_id"])
 
 
 def drivers_on_the_head(head) -> bool:

@@ -1,14 +1,11 @@
-"""The Ray Data strategies over the Hugging Face parquet layout, on Ray Data's own reader.
+"""Ray Data's in-order strategies over the Hugging Face parquet layout, on its own reader.
 
-Each rank reads its share of the split's shards with ``ray.data.read_parquet`` (on local
-disk or object storage, through the split's pyarrow filesystem), one dataset an epoch:
-
-- ``ray_streaming`` / ``ray_buffer``: the shards in the split's order, each rank a
-  contiguous share; ``ray_buffer`` adds the local shuffle buffer.
-- ``ray_block_shuffle``: the shards in an order drawn from (seed, epoch), then the local
-  buffer. Over parquet a block is a shard: Ray Data's parquet reader reads a file's row
-  groups in order, so there is no finer shuffle without a reader of our own
-  (docs/benchmarks.md measures what that costs).
+``ray_streaming`` and ``ray_buffer`` read each rank's contiguous share of the split's
+shards with ``ray.data.read_parquet`` (on local disk or object storage, through the
+split's pyarrow filesystem), one dataset an epoch; ``ray_buffer`` adds the local shuffle
+buffer. ``ray_block_shuffle`` shuffles row groups, which Ray Data 2.60's parquet reader
+cannot (it reads a file's row groups in order), so it reads through ``TahoeDatasource``
+(``raydata.py``) like the plates.
 
 A fused ``map_batches`` step keeps the split's rows of each batch and turns them into the
 same Arrow rows as the h5ad datasource (``raydata.to_arrow``): the CLS entry dropped,
@@ -41,18 +38,13 @@ CACHED_SHARDS = 16  # per process: each shard's row hashes -> positions
 DECODE_ROWS = 1024
 
 
-def shard_shares(split: TahoeSplit, shuffled: bool, seed: int, epoch: int,
-                 world: int) -> list[list[str]]:
-    """Every rank's shards of an epoch (URIs, in read order): consecutive shards of the
-    order, each to the rank that holds the middle of its rows, so shares are even to
-    within a shard's rows."""
+def shard_shares(split: TahoeSplit, world: int) -> list[list[str]]:
+    """Every rank's shards (URIs, in split order): consecutive shards, each to the rank
+    that holds the middle of its rows, so shares are even to within a shard's rows."""
     sizes: dict[str, int] = {}
     for piece in split.plates:  # split order; a shard holding two plates counts once
         sizes[piece.path] = sizes.get(piece.path, 0) + piece.n_rows
     shards = list(sizes)
-    if shuffled:
-        order = np.random.default_rng([seed, epoch]).permutation(len(shards))
-        shards = [shards[i] for i in order]
     rows = np.array([sizes[s] for s in shards])
     middle = np.cumsum(rows) - rows / 2
     rank_of = np.minimum((middle * world // max(rows.sum(), 1)).astype(int), world - 1)
@@ -164,13 +156,13 @@ def shard_dataset(split: TahoeSplit, split_rows: SplitRows, shards: list[str],
 
 
 def parquet_epochs(split: TahoeSplit, labels: LabelSpace, strategy, s):
-    """epoch -> this rank's batches of a Ray Data strategy over parquet shards; ranks stop
-    at the fewest batches any rank has, so DDP ranks step together."""
+    """epoch -> this rank's batches of an in-order Ray Data strategy over parquet shards;
+    ranks stop at the fewest batches any rank has, so DDP ranks step together."""
     split_rows = SplitRows(ray.put(split), labels)
+    shares = shard_shares(split, s.world)
+    steps = min(-(-rows_of(split, share) // s.batch_size) for share in shares)
 
     def epoch_batches(epoch: int) -> Iterator[SparseBatch]:
-        shares = shard_shares(split, strategy.blocked, s.seed, epoch, s.world)
-        steps = min(-(-rows_of(split, share) // s.batch_size) for share in shares)
         if not shares[s.rank]:
             return iter(())
         dataset = shard_dataset(split, split_rows, shares[s.rank], dict(s.read_resources))

@@ -1,27 +1,30 @@
 """The Ray Data strategies on the session's Ray cluster, over h5ad plates (raycell's own
-datasource) and over the same cells as parquet shards (Ray Data's read_parquet): rows,
+datasource) and over the same cells as parquet shards (Ray Data's read_parquet in order,
+raycell's datasource over row groups for the block shuffle): rows,
 order, per-epoch reshuffling from the epoch alone (exact resume), ranks' shares."""
+
+import itertools
 
 import numpy as np
 import pytest
 
 from raycell.tahoe.data.sparse import split_rows
 from raycell.tahoe.inputs import load_tahoe_inputs
-from raycell.tahoe.loaders.raydata import row_groups
+from raycell.tahoe.loaders.raydata import block_bounds, read_plan
 from raycell.tahoe.loaders.strategies import STRATEGIES, LoaderSettings
 from tests.conftest import tiny_config
 
 pytestmark = pytest.mark.ray
-READ_ROWS, BLOCK, BATCH, BUFFER = 100, 4, 16, 64
+READ_ROWS, BLOCK, BATCH, BUFFER, GROUP = 100, 4, 16, 64, 64
 
 
 @pytest.fixture(scope="module")
 def snapshot(tahoe_dir, tmp_path_factory):
-    """The plates as shards of 300 cells (3 a plate), row groups of 64."""
+    """The plates as shards of 300 cells (3 a plate), row groups of GROUP."""
     from raycell.tahoe.data.hf_layout import convert_h5ad
 
     return convert_h5ad(tahoe_dir, tmp_path_factory.mktemp("hf") / "snapshot",
-                        rows_per_shard=300, rows_per_group=64)
+                        rows_per_shard=300, rows_per_group=GROUP)
 
 
 @pytest.fixture(scope="module", params=["h5ad", "parquet"])
@@ -91,7 +94,7 @@ def test_streaming_over_shards_reads_the_batches_of_streaming_over_plates(
 def test_read_tasks_take_whole_blocks_of_rows(tahoe_dir, tmp_path):
     inputs = load_tahoe_inputs(tiny_config(tahoe_dir, tmp_path))
     n = len(inputs.train)
-    (plan,) = row_groups(n, READ_ROWS, BLOCK, seed=0, epoch=0)
+    (plan,) = read_plan(n, READ_ROWS, block_bounds(inputs.train, BLOCK), seed=0, epoch=0)
     groups = [g.rows() for g in plan]
     assert all(g.size == task.size <= READ_ROWS for g, task in zip(groups, plan, strict=True))
     for group in groups:
@@ -100,6 +103,24 @@ def test_read_tasks_take_whole_blocks_of_rows(tahoe_dir, tmp_path):
     # Blocks are scattered over the split, not in order.
     assert not np.array_equal(np.concatenate(groups), np.arange(n))
     np.testing.assert_array_equal(np.sort(np.concatenate(groups)), np.arange(n))
+
+
+def test_over_shards_a_block_is_a_row_groups_rows(snapshot, tmp_path):
+    split = load_tahoe_inputs(tiny_config(None, tmp_path, **{
+        "data.h5ad_dir": None, "data.parquet_dir": str(snapshot)})).train
+    bounds = block_bounds(split, BLOCK)
+    offsets = np.cumsum([0] + [p.n_rows for p in split.plates])
+    group_of = np.concatenate([  # (shard, row group) of every split row
+        [hash((p.path, g)) for g in np.searchsorted(p.group_starts, p.rows, "right")]
+        for p in split.plates])
+    assert bounds[0] == 0 and bounds[-1] == offsets[-1] and np.all(np.diff(bounds) > 0)
+    for a, b in itertools.pairwise(bounds):
+        assert len(set(group_of[a:b])) == 1  # one row group's rows ...
+        assert b == bounds[-1] or group_of[b] != group_of[a]  # ... all of them
+    assert np.diff(bounds).max() <= GROUP
+    (plan,) = read_plan(len(split), READ_ROWS, bounds, seed=0, epoch=0)
+    rows = np.concatenate([t.rows() for t in plan])
+    np.testing.assert_array_equal(np.sort(rows), np.arange(len(split)))
 
 
 @pytest.mark.parametrize("name", ["ray_streaming", "ray_block_shuffle"])
