@@ -380,6 +380,7 @@ def _write_tahoe(args: argparse.Namespace) -> None:
     if args.profile == "tahoe_scale":
         from raycell.tahoe.data.tahoe_scale import (
             TahoeScaleSpec,
+            check_room,
             estimated_bytes,
             write_tahoe_scale,
         )
@@ -397,6 +398,7 @@ def _write_tahoe(args: argparse.Namespace) -> None:
             from raycell.tahoe.data.hf_layout import convert_h5ad
 
             plates = Path(args.out).resolve().with_name(Path(args.out).name + ".plates")
+            check_room(plates, spec, parquet=True)
             shutil.rmtree(plates, ignore_errors=True)
             try:
                 write_tahoe_scale(plates, spec, progress=lambda line: print(line, flush=True))

@@ -82,12 +82,19 @@ def estimated_bytes(spec: TahoeScaleSpec) -> int:
             + len(spec.plate_cells) * PLATE_BYTES)
 
 
-def check_room(out: Path, spec: TahoeScaleSpec) -> None:
-    """Refuse before writing anything when the disk under ``out`` has no room for it."""
+# Parquet shards of these cells against their plates' bytes: 3.2 GB of shards from 9.5 GB
+# of plates at the default profile (docs/benchmarks.md), with some margin.
+SHARD_BYTES_PER_PLATE_BYTE = 0.4
+
+
+def check_room(out: Path, spec: TahoeScaleSpec, parquet: bool = False) -> None:
+    """Refuse before writing anything when the disk under ``out`` has no room for it: the
+    plates, and with ``parquet`` their shards too (both are on disk while converting)."""
     existing = out
     while not existing.exists():
         existing = existing.parent
-    need, free = estimated_bytes(spec), shutil.disk_usage(existing).free
+    need = estimated_bytes(spec) * (1 + SHARD_BYTES_PER_PLATE_BYTE * parquet)
+    free = shutil.disk_usage(existing).free
     if need > 0.9 * free:  # leave the disk some air
         raise RaycellError(f"{out}: the tahoe_scale data needs ~{need / 1e9:,.1f} GB but only "
                            f"{free / 1e9:,.1f} GB are free there")

@@ -1,15 +1,20 @@
 """The tahoe_scale data: real row counts, real layout, read by the real readers."""
 
+import shutil
+
 import anndata
 import numpy as np
 import pytest
 
+from raycell.core.errors import RaycellError
 from raycell.tahoe.config import load_tahoe_config
 from raycell.tahoe.data.plates import PLATE_FILENAME
 from raycell.tahoe.data.tahoe_scale import (
+    OBS_BYTES_PER_CELL,
     TAHOE_CELLS,
     TAHOE_PLATE_1,
     TahoeScaleSpec,
+    check_room,
     estimated_bytes,
     tahoe_plate_cells,
     write_tahoe_scale,
@@ -87,6 +92,17 @@ def test_no_room_on_the_disk_is_refused_before_anything_is_written(tmp_path):
     assert len(lines) == 1 and "the tahoe_scale data needs ~" in lines[0]
     assert "GB are free" in lines[0]
     assert not out.exists()
+
+
+def test_parquet_needs_room_for_the_plates_and_their_shards(tmp_path):
+    """`--format parquet` writes the plates, then converts them: both are on disk at once."""
+    free = shutil.disk_usage(tmp_path).free
+    cells = sum(TahoeScaleSpec().plate_cells)
+    per_cell = 0.9 * free / 1.2 / cells  # plates alone fit, plates and shards do not
+    spec = TahoeScaleSpec(nnz_per_cell=max(1, int((per_cell - 8 - OBS_BYTES_PER_CELL) / 8)))
+    check_room(tmp_path / "plates", spec)
+    with pytest.raises(RaycellError, match="needs ~"):
+        check_room(tmp_path / "plates", spec, parquet=True)
 
 
 def test_plate_counts_are_the_profiles_own(tmp_path):
