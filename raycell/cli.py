@@ -107,6 +107,13 @@ CHEMOE_FLAGS = (
     *SHARED_FLAGS,
 )
 
+# raycell tune chemoe: the search's own, beside CheMoE's flags.
+SEARCH_FLAGS = (
+    flag("samples", "search.samples", type=int, help="trials drawn per cell line"),
+    flag("search_seed", "search.seed", type=int, help="seeds the draw of the trials"),
+)
+TUNE_CHEMOE_FLAGS = SEARCH_FLAGS + tuple(f for f in CHEMOE_FLAGS if f.name != "model")
+
 # The config keys whose relative defaults a job places under $RAYCELL_JOB_ROOT
 # (core/jobs.py), each with the key that leaves it unused.
 TAHOE_RELOCATED = {"output.save_dir": None, "data.synthetic.out_dir": "data.h5ad_dir"}
@@ -142,6 +149,16 @@ def _chemoe_parser(sub) -> None:
                          "default | demo", _run_chemoe)
     for f in CHEMOE_FLAGS:
         f.add_to(p)
+
+
+def _tune_parser(sub) -> None:
+    p = sub.add_parser("tune", help="Tune searches (beyond grids)")
+    kinds = p.add_subparsers(dest="kind", required=True, parser_class=Parser)
+    c = _workload_parser(kinds, "chemoe", "search CheMoE's settings per cell line under ASHA "
+                         "(results in <save_dir>-search unless --save_dir)",
+                         "default | demo", _run_tune_chemoe)
+    for f in TUNE_CHEMOE_FLAGS:
+        f.add_to(c)
 
 
 def _data_parser(sub) -> None:
@@ -232,6 +249,7 @@ def build_parser() -> Parser:
     _tahoe_parser(sub)
     _chemoe_parser(sub)
     _data_parser(sub)
+    _tune_parser(sub)
     _bench_parser(sub)
     _report_parser(sub)
     st = sub.add_parser("status", help="the runs of a results folder: finished, running, "
@@ -335,6 +353,24 @@ def _run_chemoe(args: argparse.Namespace) -> None:
     save_dir = Path(cfg.output.save_dir).resolve()
     print_chemoe(rows, save_dir)
     print(f"report: {save_dir / REPORT_FILE}")
+
+
+def _run_tune_chemoe(args: argparse.Namespace) -> None:
+    from raycell import load_chemoe_config
+    from raycell.chemoe.inputs import prepare_inputs, resolve_data_dir
+    from raycell.core.rows import results_dir
+
+    cfg = _load(args, load_chemoe_config, TUNE_CHEMOE_FLAGS, CHEMOE_RELOCATED)
+    if args.save_dir is None:  # beside the grid's folder, not in it
+        cfg = cfg.model_copy(update={"output": cfg.output.model_copy(
+            update={"save_dir": cfg.output.save_dir.rstrip("/") + "-search"})})
+    results_dir(cfg.output.save_dir)
+    inputs = prepare_inputs(cfg, resolve_data_dir(cfg))
+    from raycell.chemoe.search import chemoe_search
+
+    rows = chemoe_search(cfg, inputs, args.restart)
+    columns = ["cell_line", "trial", *cfg.search.space, "status", "epochs", "best_val_loss"]
+    print(rows[columns].to_string(index=False))
 
 
 def _write_pdgrapher(args: argparse.Namespace) -> None:

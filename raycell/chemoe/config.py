@@ -1,7 +1,9 @@
-"""CheMoE's config: data, grid (cell lines x folds x models), model, training, Ray, outputs."""
+"""CheMoE's config: data, grid (cell lines x folds x models), model, training, Ray, outputs,
+and the search space of ``raycell tune chemoe``."""
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
@@ -13,7 +15,9 @@ from raycell.core.config import (
     Seed,
     Strict,
     load_config,
+    set_dotted,
 )
+from raycell.core.search import Kind, SearchSpace
 
 # PDGrapher's nine chemical cell lines; the order fixes the cell-line embedding index.
 PDGRAPHER_CELL_LINES = ("A375", "A549", "BT20", "HELA", "HT29", "MCF7", "MDAMB231", "PC3", "VCAP")
@@ -117,6 +121,23 @@ class ChemoeOutput(OutputSettings):
     checkpoints_to_keep: int | None = Field(None, ge=1)  # CheMoE keeps its final checkpoint
 
 
+def _default_space() -> dict[str, dict[str, list]]:
+    return {"training.lr": {"loguniform": [1e-4, 1e-2]},
+            "model.num_experts": {"choice": [2, 4, 8]},
+            "model.top_k": {"choice": [1, 2]},
+            "model.embed_dim": {"choice": [64, 128, 256]},
+            "training.aux_loss_weight": {"loguniform": [1e-3, 1e-1]}}
+
+
+class ChemoeSearch(SearchSpace):
+    """``raycell tune chemoe``: trials drawn from ``space`` (dotted keys of this config),
+    trained under ASHA on validation loss by epoch, per cell line (the grid's first fold)."""
+
+    space: dict[str, dict[Kind, list]] = Field(default_factory=_default_space, min_length=1)
+    grace_period: int = Field(5, ge=1)  # epochs every trial trains before ASHA may stop it
+    reduction_factor: float = Field(3, gt=1)  # 1 in reduction_factor goes on at each rung
+
+
 class ChemoeConfig(Strict):
     data: ChemoeData = Field(default_factory=ChemoeData)
     grid: ChemoeGrid = Field(default_factory=ChemoeGrid)
@@ -124,6 +145,15 @@ class ChemoeConfig(Strict):
     training: ChemoeTraining = Field(default_factory=ChemoeTraining)
     ray: RaySettings = Field(default_factory=RaySettings)
     output: ChemoeOutput = Field(default_factory=ChemoeOutput)
+    search: ChemoeSearch = Field(default_factory=ChemoeSearch)
+
+
+def configured(raw: dict[str, Any], trial: dict[str, Any]) -> ChemoeConfig:
+    """A config (as a dict) with a search trial's ``{dotted key: value}`` set in it."""
+    raw = copy.deepcopy(raw)
+    for key, value in trial.items():
+        set_dotted(raw, key, value)
+    return ChemoeConfig.model_validate(raw)
 
 
 def load_chemoe_config(name_or_path: str,

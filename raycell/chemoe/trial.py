@@ -12,7 +12,7 @@ from typing import Any
 
 from ray import tune
 
-from raycell.chemoe.config import ChemoeConfig
+from raycell.chemoe.config import configured
 from raycell.core.layout import STATE_FILE
 from raycell.core.trial import fit_trainer
 
@@ -25,7 +25,9 @@ def trial(config: dict[str, Any]) -> None:
 
         tune.report(run_baseline(config, out))
         return
-    cfg = ChemoeConfig.model_validate(config["cfg"])
+    searched = {k: v for k, v in config.items() if "." in k}  # a search trial's settings
+    cfg = configured(config["cfg"], searched)
+    config = {**config, "cfg": cfg.model_dump()}
     result = fit_trainer("raycell.chemoe.worker:train_loop", config, cfg.ray,
                          cfg.output.checkpoints_to_keep)
     if result.checkpoint is None:

@@ -166,8 +166,11 @@ def forget(save_dir: Path, workload: Workload, runs: list[GridRun], uri: str,
 
 def run_grid(workload: Workload, runs: list[GridRun], save_dir: Path, settings: RaySettings,
              experiment_name: str, shared: Callable[[], dict[str, Any]], restart: bool = False,
-             say: Callable[[str], None] = print) -> pd.DataFrame:
+             say: Callable[[str], None] = print, scheduler=None) -> pd.DataFrame:
     """Run the grid's unfinished keys; returns the results file's rows of the grid.
+
+    ``scheduler``: a Tune trial scheduler (a search's ASHA), which may stop runs early;
+    a stopped run's row is made from what it left, as a finished run's is.
 
     ``shared()``: values every trial's config gets (the config, object refs), made once
     Ray runs and only if a run is left to do. A trial's
@@ -195,7 +198,7 @@ def run_grid(workload: Workload, runs: list[GridRun], save_dir: Path, settings: 
             say(f"skipped {run.name} ({run.key}): finished, its row is in "
                 f"{save_dir / workload.results_file}")
     parent = _tune(workload, todo, save_dir, store, settings, experiment_name, shared, uri,
-                   say) if todo else None
+                   say, scheduler) if todo else None
     rows = pd.read_csv(save_dir / workload.results_file, dtype={"run_key": str})
     figures = workload.figures(save_dir) if workload.figures else []
     if workload.report:
@@ -208,7 +211,7 @@ def run_grid(workload: Workload, runs: list[GridRun], save_dir: Path, settings: 
 
 def _tune(workload: Workload, todo: list[GridRun], save_dir: Path, store: CheckpointStore,
           settings: RaySettings, experiment_name: str, shared: Callable[[], dict[str, Any]],
-          uri: str, say: Callable[[str], None]) -> str:
+          uri: str, say: Callable[[str], None], scheduler=None) -> str:
     """Run the trials (Ray is up); returns the grid's MLflow parent run id."""
     experiment = runtime.experiment_id(uri, experiment_name, save_dir)
     grid_key = config_key(sorted(run.key for run in todo))
@@ -230,7 +233,7 @@ def _tune(workload: Workload, todo: list[GridRun], save_dir: Path, store: Checkp
         param_space={**shared(), "storage": store.uri,
                      "run": tune.grid_search(trials)},
         tune_config=tune.TuneConfig(
-            max_concurrent_trials=settings.max_concurrent_trials,
+            max_concurrent_trials=settings.max_concurrent_trials, scheduler=scheduler,
             trial_name_creator=lambda t: t.config["run"]["name"],
             trial_dirname_creator=lambda t: t.config["run"]["name"]),
         run_config=tune.RunConfig(name=name, storage_path=str(save_dir / "tune"),

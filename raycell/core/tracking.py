@@ -169,6 +169,8 @@ class GridRecorder(Callback):
             self._log_epoch(key, {**self.last[key], "epoch": 0})
         summary, folder = self.summarize(key)
         self.client.log_dict(run_id, summary, "summary.json")
+        if "status" in summary:  # a search's trial: finished, or stopped early by ASHA
+            self.client.set_tag(run_id, "raycell.status", summary["status"])
         # How many nodes its ranks ran on (its last attempt): runs/<key>/placement.json.
         nodes = node_count(read_placement(Path(trial.config["run"]["run_dir"])))
         self.client.set_tag(run_id, "raycell.nodes", str(nodes))

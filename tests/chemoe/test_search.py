@@ -1,0 +1,98 @@
+"""raycell tune chemoe on the session's Ray cluster: seeded trials under ASHA, a row per
+trial saying finished or stopped early, MLflow children marked so, the best config written
+as a file raycell chemoe takes, and a rerun that trains nothing."""
+
+import mlflow
+import pandas as pd
+import pytest
+import yaml
+
+from raycell.chemoe.config import load_chemoe_config
+from raycell.chemoe.inputs import prepare_inputs
+from raycell.chemoe.search import SEARCH_FILE, chemoe_search
+from tests.conftest import assert_clean_error, run_main, tiny_chemoe_config
+
+pytestmark = pytest.mark.ray
+SAMPLES, EPOCHS = 4, 9
+
+
+def _config(save):
+    return tiny_chemoe_config(save, **{
+        "training.epochs": EPOCHS, "training.eval_every": 1,
+        "search.samples": SAMPLES, "search.grace_period": 1, "search.reduction_factor": 3,
+        "search.space": {"training.lr": {"loguniform": [1e-4, 3e-2]},
+                         "model.num_experts": {"choice": [2, 4]}},
+        "ray.max_concurrent_trials": 1})  # one at a time: ASHA sees every earlier trial
+
+
+@pytest.fixture(scope="module")
+def search(pdgrapher_dir, tmp_path_factory, ray_address):
+    save = tmp_path_factory.mktemp("search")
+    cfg = _config(save)
+    return cfg, save, chemoe_search(cfg, prepare_inputs(cfg, pdgrapher_dir))
+
+
+def test_a_row_per_trial_and_asha_stopped_some_early(search):
+    _, save, rows = search
+    on_disk = pd.read_csv(save / SEARCH_FILE)
+    assert sorted(on_disk["trial"]) == list(range(SAMPLES))
+    assert set(on_disk["status"]) <= {"finished", "stopped"}
+    finished = on_disk[on_disk["status"] == "finished"]
+    stopped = on_disk[on_disk["status"] == "stopped"]
+    assert len(finished) >= 1 and len(stopped) >= 1
+    assert (finished["epochs"] == EPOCHS).all() and (stopped["epochs"] < EPOCHS).all()
+    assert on_disk["epochs"].sum() < SAMPLES * EPOCHS  # ASHA saved epochs
+    # Each row counts every epoch its trial trained (a stopped one may train on while Tune
+    # stops it), and its best validation loss is its epoch log's lowest.
+    for row in on_disk.itertuples():
+        log = pd.read_csv(save / "runs" / row.run_key / "epochs.csv")
+        assert row.epochs == log["epoch"].max()
+        assert row.best_val_loss == pytest.approx(log["val_loss"].min())
+
+
+def test_mlflow_children_carry_the_trials_settings_and_status(search):
+    cfg, save, rows = search
+    client = mlflow.MlflowClient(f"sqlite:///{save}/mlflow.db")
+    experiment = client.get_experiment_by_name(cfg.output.experiment_name)
+    runs = client.search_runs([experiment.experiment_id])
+    children = {r.data.tags["run_key"]: r for r in runs if "run_key" in r.data.tags}
+    (parent,) = [r for r in runs if "run_key" not in r.data.tags]
+    assert "training.lr" not in parent.data.params and "search" in parent.data.params
+    for _, row in rows.iterrows():
+        child = children[row["run_key"]]
+        assert child.data.tags["raycell.status"] == row["status"]
+        assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert float(child.data.params["training.lr"]) == pytest.approx(row["training.lr"])
+
+
+def test_the_best_trial_is_written_as_a_config(search):
+    cfg, save, rows = search
+    best = rows.loc[rows["best_val_loss"].idxmin()]
+    written = load_chemoe_config(str(save / "best-A549.yaml"))
+    assert written.training.lr == pytest.approx(best["training.lr"])
+    assert written.model.num_experts == best["model.num_experts"]
+    assert written.grid.cell_lines == ["A549"] and written.grid.models == ["chemoe"]
+    assert written.model.embed_dim == cfg.model.embed_dim  # the rest as the search ran
+
+
+def test_a_rerun_trains_nothing(search, pdgrapher_dir, capsys):
+    cfg, save, rows = search
+    again = chemoe_search(cfg, prepare_inputs(cfg, pdgrapher_dir))
+    assert "skipped" in capsys.readouterr().out
+    pd.testing.assert_frame_equal(again, rows)
+
+
+@pytest.mark.parametrize(("search", "flags", "culprit"), [
+    ({}, ["--samples", "0"], "search.samples: Input should be greater than or equal to 1"),
+    ({"space": {}}, [], "search.space"),
+    ({"space": {"training.lr": {"loguniform": [0.1, 0.01]}}}, [], "low 0.1 is not below high"),
+    ({"space": {"training.lrr": {"choice": [0.1]}}}, [], "'training.lrr' is not a setting"),
+])
+def test_bad_searches_are_one_line_and_write_nothing(tmp_path, pdgrapher_dir, search, flags,
+                                                      culprit):
+    save = tmp_path / "out"
+    config = tmp_path / "search.yaml"
+    config.write_text(yaml.safe_dump({"grid": {"cell_lines": ["A549"]}, "search": search}))
+    done = run_main("tune", "chemoe", "--config", str(config), "--data", str(pdgrapher_dir),
+                    "--save_dir", str(save), *flags)
+    assert_clean_error(done, culprit, save)
