@@ -20,7 +20,8 @@ RAY_ALLOWED = {"core/runtime.py", "core/tracking.py", "core/grid.py", "core/tria
                "core/worker.py", "core/metrics.py", "core/console.py",
                "tahoe/worker.py", "tahoe/grid.py", "tahoe/trial.py", "tahoe/loaders/raydata.py",
                "tahoe/loaders/raydata_parquet.py",
-               "tahoe/bench/loaders.py", "chemoe/worker.py", "chemoe/grid.py", "chemoe/trial.py"}
+               "tahoe/bench/loaders.py", "chemoe/worker.py", "chemoe/grid.py", "chemoe/search.py",
+               "chemoe/trial.py"}
 
 
 def _name(path: Path) -> str:
