@@ -73,7 +73,7 @@ def chemoe_grid(cfg: ChemoeConfig, inputs: ChemoeInputs, restart: bool = False) 
     usage = {f"expert_{e}_usage" for e in range(cfg.model.num_experts)}
     workload = Workload(name="chemoe", results_file=RESULTS_FILE, trial=trial,
                         records=_records, metrics=CURVE_METRICS | usage,
-                        params=flatten(cfg.model_dump()), report=sections)
+                        params=flatten(cfg.model_dump(exclude={"search"})), report=sections)
 
     def shared() -> dict[str, Any]:
         return {"cfg": cfg.model_dump(), "data_dir": str(inputs.data_dir),

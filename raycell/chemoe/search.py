@@ -33,7 +33,7 @@ from raycell.core.errors import RaycellError
 from raycell.core.grid import GridRun, Workload, run_grid
 from raycell.core.layout import EPOCH_LOG, run_dir
 from raycell.core.rows import upsert
-from raycell.core.search import draw
+from raycell.core.search import draw, plain
 from raycell.core.tracking import flatten
 
 SEARCH_FILE = "search.csv"
@@ -121,7 +121,7 @@ def write_best(cfg: ChemoeConfig, rows: pd.DataFrame, save_dir: Path) -> list[Pa
     searched = list(cfg.search.space)
     for line, trials in rows.groupby("cell_line"):
         best = trials.loc[trials["best_val_loss"].idxmin()]
-        trial_cfg = configured(cfg.model_dump(), {k: _plain(best[k]) for k in searched})
+        trial_cfg = configured(cfg.model_dump(), {k: plain(best[k]) for k in searched})
         raw = trial_cfg.model_dump(exclude={"search"})
         raw["grid"] |= {"cell_lines": [line], "models": ["chemoe"]}
         path = save_dir / BEST_FILE.format(cell_line=line)
@@ -131,10 +131,6 @@ def write_best(cfg: ChemoeConfig, rows: pd.DataFrame, save_dir: Path) -> list[Pa
         path.write_text(head + yaml.safe_dump(raw, sort_keys=False))
         written.append(path)
     return written
-
-
-def _plain(value: Any) -> Any:
-    return value.item() if hasattr(value, "item") else value
 
 
 def chemoe_search(cfg: ChemoeConfig, inputs: ChemoeInputs, restart: bool = False

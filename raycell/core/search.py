@@ -63,7 +63,8 @@ def domain(spec: dict[str, list]):
     return tune.choice(values) if kind == "choice" else getattr(tune, kind)(*values)
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
+    """A numpy scalar as the Python value (for YAML and MLflow)."""
     return value.item() if isinstance(value, np.generic) else value
 
 
@@ -76,7 +77,7 @@ def draw(search: SearchSpace, accepts: Callable[[dict[str, Any]], str | None]
     for i in range(search.samples):
         for attempt in range(ATTEMPTS):
             rng = np.random.default_rng([search.seed, i, attempt])
-            trial = {key: _plain(d.sample(random_state=rng)) for key, d in domains.items()}
+            trial = {key: plain(d.sample(random_state=rng)) for key, d in domains.items()}
             why = accepts(trial)
             if why is None:
                 trials.append(trial)
