@@ -109,10 +109,19 @@ CHEMOE_FLAGS = (
 
 # raycell tune chemoe: the search's own, beside CheMoE's flags.
 SEARCH_FLAGS = (
-    flag("samples", "search.samples", type=int, help="trials drawn per cell line"),
+    flag("samples", "search.samples", type=int,
+         help="trials drawn per cell line (chemoe), per strategy (loaders)"),
     flag("search_seed", "search.seed", type=int, help="seeds the draw of the trials"),
 )
 TUNE_CHEMOE_FLAGS = SEARCH_FLAGS + tuple(f for f in CHEMOE_FLAGS if f.name != "model")
+TUNE_LOADERS_FLAGS = SEARCH_FLAGS + (
+    flag("strategy", "search.strategies", nargs="+", metavar="NAME",
+         help="the strategies whose settings are searched"),
+    flag("repeats", "search.repeats", type=int,
+         help="seeds the recommendation is confirmed over"),
+    flag("trial_epochs", "search.epochs", type=int,
+         help="epochs each trial trains (--epochs: the recommended config's)"),
+    *TAHOE_FLAGS)
 
 # The config keys whose relative defaults a job places under $RAYCELL_JOB_ROOT
 # (core/jobs.py), each with the key that leaves it unused.
@@ -159,6 +168,12 @@ def _tune_parser(sub) -> None:
                          "default | demo", _run_tune_chemoe)
     for f in TUNE_CHEMOE_FLAGS:
         f.add_to(c)
+    t = _workload_parser(kinds, "loaders", "search loader settings: cells/s in a Ray Train "
+                         "worker against a short training's drug macro F1; writes the "
+                         "recommendation as a config (results in <save_dir>-search unless "
+                         "--save_dir)", "default | pilot | demo", _run_tune_loaders)
+    for f in TUNE_LOADERS_FLAGS:
+        f.add_to(t)
 
 
 def _data_parser(sub) -> None:
@@ -355,18 +370,42 @@ def _run_chemoe(args: argparse.Namespace) -> None:
     print(f"report: {save_dir / REPORT_FILE}")
 
 
-def _run_tune_chemoe(args: argparse.Namespace) -> None:
-    from raycell import load_chemoe_config
-    from raycell.chemoe.inputs import prepare_inputs, resolve_data_dir
+def _search_dir(cfg, given: str | None):
+    """A search's config: its results beside the grid's folder unless --save_dir."""
     from raycell.core.rows import results_dir
 
-    cfg = _load(args, load_chemoe_config, TUNE_CHEMOE_FLAGS, CHEMOE_RELOCATED)
-    if args.save_dir is None:  # beside the grid's folder, not in it
+    if given is None:
         cfg = cfg.model_copy(update={"output": cfg.output.model_copy(
             update={"save_dir": cfg.output.save_dir.rstrip("/") + "-search"})})
     results_dir(cfg.output.save_dir)
-    inputs = prepare_inputs(cfg, resolve_data_dir(cfg))
+    return cfg
+
+
+def _run_tune_loaders(args: argparse.Namespace) -> None:
+    from raycell import load_tahoe_config
+
+    cfg = _search_dir(_load(args, load_tahoe_config, TUNE_LOADERS_FLAGS, TAHOE_RELOCATED),
+                      args.save_dir)
+    from raycell.tahoe.inputs import load_tahoe_inputs
+    from raycell.tahoe.search import loader_search
+
+    inputs = load_tahoe_inputs(cfg)
+    table = loader_search(cfg, inputs, args.restart)
+    shown = ["setting", "strategy", "seeds", "drug_macro_f1_mean", "drug_macro_f1_std",
+             "loader_cells_per_s_mean", "loader_cells_per_s_std", "recommended"]
+    print(table[shown].to_string(index=False))
+    print(f"report: {Path(cfg.output.save_dir).resolve() / REPORT_FILE}")
+
+
+def _run_tune_chemoe(args: argparse.Namespace) -> None:
+    from raycell import load_chemoe_config
+
+    cfg = _search_dir(_load(args, load_chemoe_config, TUNE_CHEMOE_FLAGS, CHEMOE_RELOCATED),
+                      args.save_dir)
+    from raycell.chemoe.inputs import prepare_inputs, resolve_data_dir
     from raycell.chemoe.search import chemoe_search
+
+    inputs = prepare_inputs(cfg, resolve_data_dir(cfg))
 
     rows = chemoe_search(cfg, inputs, args.restart)
     columns = ["cell_line", "trial", *cfg.search.space, "status", "epochs", "best_val_loss"]

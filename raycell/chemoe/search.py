@@ -27,27 +27,17 @@ from pydantic import ValidationError
 from raycell.chemoe.config import ChemoeConfig, configured
 from raycell.chemoe.grid import CURVE_METRICS, run_key
 from raycell.chemoe.inputs import ChemoeInputs, mol_encoder_of
+from raycell.chemoe.search_report import SEARCH_FILE, sections
 from raycell.chemoe.trial import trial
 from raycell.chemoe.worker import TEST_METRICS
-from raycell.core.errors import RaycellError
 from raycell.core.grid import GridRun, Workload, run_grid
-from raycell.core.layout import EPOCH_LOG, run_dir
+from raycell.core.html import page, write_page
+from raycell.core.layout import EPOCH_LOG, REPORT_FILE, run_dir
 from raycell.core.rows import upsert
-from raycell.core.search import draw, plain
+from raycell.core.search import check_keys, draw, plain
 from raycell.core.tracking import flatten
 
-SEARCH_FILE = "search.csv"
 BEST_FILE = "best-{cell_line}.yaml"
-
-
-def _check_keys(raw: dict[str, Any], keys: list[str]) -> None:
-    for key in keys:
-        node = raw
-        for part in key.split("."):
-            if not isinstance(node, dict) or part not in node:
-                raise RaycellError(f"search.space: {key!r} is not a setting of the CheMoE "
-                                   "config")
-            node = node[part]
 
 
 def _refusal(raw: dict[str, Any]):
@@ -64,7 +54,7 @@ def _refusal(raw: dict[str, Any]):
 def search_runs(cfg: ChemoeConfig, data_dir: Path) -> list[GridRun]:
     """Every trial of the search, for every cell line of the grid."""
     raw = cfg.model_dump()
-    _check_keys(raw, list(cfg.search.space))
+    check_keys(raw, list(cfg.search.space), "CheMoE")
     trials = draw(cfg.search, _refusal(raw))
     fold = cfg.grid.folds[0]
     runs = []
@@ -166,4 +156,6 @@ def chemoe_search(cfg: ChemoeConfig, inputs: ChemoeInputs, restart: bool = False
         .sort_values(["cell_line", "trial"], ignore_index=True)
     for path in write_best(cfg, rows, save_dir):
         print(f"best config: {path}", flush=True)
+    write_page(save_dir / REPORT_FILE, page("raycell chemoe-search", str(save_dir),
+                                            sections(save_dir)))
     return rows

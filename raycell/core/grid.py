@@ -164,6 +164,15 @@ def forget(save_dir: Path, workload: Workload, runs: list[GridRun], uri: str,
     forget_runs(uri, keys)
 
 
+def forget_grid(workload: Workload, runs: list[GridRun], save_dir: Path,
+                settings: RaySettings) -> None:
+    """What --restart does before a grid runs, for runs a search may only make later."""
+    if (save_dir / MARKER_FILE).is_file():
+        store = checkpoint_store(save_dir, settings.storage_path)
+        check_save_dir(save_dir, workload, [], True, store)
+        forget(save_dir, workload, runs, runtime.tracking_uri(save_dir), store)
+
+
 def run_grid(workload: Workload, runs: list[GridRun], save_dir: Path, settings: RaySettings,
              experiment_name: str, shared: Callable[[], dict[str, Any]], restart: bool = False,
              say: Callable[[str], None] = print, scheduler=None) -> pd.DataFrame:
@@ -246,6 +255,8 @@ def _tune(workload: Workload, todo: list[GridRun], save_dir: Path, store: Checkp
     # Ctrl-C stops at once: Tune's own handler would wind its trials down for seconds
     # while they train on, and resuming goes through Train's checkpoints anyway.
     os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
+    if scheduler is not None:  # its metric comes with the epochs that evaluate, not with
+        os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"  # every one: ASHA waits
     try:
         failed = [r for r in tuner.fit() if r.error is not None]
     except KeyboardInterrupt:

@@ -5,8 +5,8 @@ A space maps dotted config keys to one of Tune's domains, written in YAML as
 (high excluded) or ``{choice: [a, b, ...]}``. Trial ``i`` of a search is drawn from a
 generator seeded by (seed, i): the same command draws the same trials, each a config
 with its own run key, so a search runs, skips and resumes its trials as a grid does
-(``core/grid.py``). A draw the workload's config refuses (top_k above num_experts) is
-drawn again from (seed, i, attempt).
+(``core/grid.py``). A draw the workload's config refuses (top_k above num_experts), or
+one that repeats an earlier trial, is drawn again from (seed, i, attempt).
 """
 
 from __future__ import annotations
@@ -63,6 +63,17 @@ def domain(spec: dict[str, list]):
     return tune.choice(values) if kind == "choice" else getattr(tune, kind)(*values)
 
 
+def check_keys(raw: dict[str, Any], keys: list[str], workload: str) -> None:
+    """Every dotted key of a space must name a setting of the workload's config."""
+    for key in keys:
+        node = raw
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                raise RaycellError(f"search.space: {key!r} is not a setting of the {workload} "
+                                   "config")
+            node = node[part]
+
+
 def plain(value: Any) -> Any:
     """A numpy scalar as the Python value (for YAML and MLflow)."""
     return value.item() if isinstance(value, np.generic) else value
@@ -78,11 +89,14 @@ def draw(search: SearchSpace, accepts: Callable[[dict[str, Any]], str | None]
         for attempt in range(ATTEMPTS):
             rng = np.random.default_rng([search.seed, i, attempt])
             trial = {key: plain(d.sample(random_state=rng)) for key, d in domains.items()}
-            why = accepts(trial)
+            why = "drawn already" if trial in trials else accepts(trial)
             if why is None:
                 trials.append(trial)
                 break
         else:
+            if why == "drawn already":
+                raise RaycellError(f"search space: fewer than {search.samples} distinct "
+                                   f"trials found in {ATTEMPTS} draws: lower --samples")
             raise RaycellError(f"search space: {ATTEMPTS} draws of trial {i} were all refused "
                                f"({why})")
     return trials

@@ -4,6 +4,7 @@ The grid runner (``core/grid.py``) lays a folder out so that every state can be 
 from files alone, also while a grid is writing them (each is written whole):
 
 - finished: the run key has a row in the results file;
+- stopped: a search's trial that ASHA stopped early (its row says so, ``status``);
 - failed: its folder holds ``error.txt`` from its last attempt;
 - running: a live grid on this host lists it in ``running.json``;
 - interrupted: anything else with an epoch log or a Ray Train checkpoint; rerunning
@@ -37,7 +38,7 @@ KEY = re.compile(r"^(?P<name>.+)-(?P<key>[0-9a-f]{12})$")  # a Ray Train folder:
 class RunStatus:
     key: str
     name: str
-    state: str  # finished | running | interrupted | failed
+    state: str  # finished | stopped | running | interrupted | failed
     detail: str = ""  # the last epoch, or the first line of the error
     mlflow_run_id: str = ""
 
@@ -112,7 +113,10 @@ def grid_status(save_dir: str | Path) -> tuple[str, list[RunStatus]]:
         for row in pd.read_csv(results, dtype={"run_key": str}).to_dict("records"):
             epochs = row.get("epochs")
             done = f"{int(epochs)} epoch{'s' * (epochs != 1)}" if pd.notna(epochs) else ""
-            runs[row["run_key"]] = RunStatus(row["run_key"], row.get("run_name", ""), "finished",
+            state = "finished"
+            if row.get("status") == "stopped":  # a search's trial ASHA stopped early
+                state, done = "stopped", f"{done} of {int(row['max_epochs'])} (ASHA)"
+            runs[row["run_key"]] = RunStatus(row["run_key"], row.get("run_name", ""), state,
                                              done, str(row.get("mlflow_run_id", "")))
     store = checkpoint_store(save_dir, marker["checkpoints"])
     check_reachable(store)
@@ -128,7 +132,7 @@ def grid_status(save_dir: str | Path) -> tuple[str, list[RunStatus]]:
         runs.setdefault(folder.name, RunStatus(folder.name, "", "interrupted"))
     running = _running_keys(save_dir)
     for run in runs.values():
-        if run.state == "finished":
+        if run.state in ("finished", "stopped"):
             continue
         error = run_dir(save_dir, run.key) / ERROR_FILE
         if error.is_file() and run.key not in running:
@@ -137,7 +141,7 @@ def grid_status(save_dir: str | Path) -> tuple[str, list[RunStatus]]:
             run.state = "running" if run.key in running else "interrupted"
             run.detail = _last_epoch(save_dir, run.key, store, train_names.get(run.key))
     _fill_mlflow_ids(save_dir, [r for r in runs.values() if not r.mlflow_run_id])
-    order = {"finished": 0, "running": 1, "interrupted": 2, "failed": 3}
+    order = {"finished": 0, "stopped": 1, "running": 2, "interrupted": 3, "failed": 4}
     return marker["workload"], sorted(runs.values(), key=lambda r: (order[r.state], r.name))
 
 
@@ -161,7 +165,7 @@ def _fill_mlflow_ids(save_dir: Path, runs: list[RunStatus]) -> None:
 
 def format_status(save_dir: Path, workload: str, runs: list[RunStatus]) -> str:
     counts = {s: sum(r.state == s for r in runs)
-              for s in ("finished", "running", "interrupted", "failed")}
+              for s in ("finished", "stopped", "running", "interrupted", "failed")}
     head = f"{save_dir}: {workload}, {len(runs)} runs: " + ", ".join(
         f"{n} {state}" for state, n in counts.items() if n)
     width = max([len(r.name) for r in runs] + [4])

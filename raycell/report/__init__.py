@@ -15,8 +15,12 @@ from raycell.core.errors import RaycellError
 from raycell.core.html import Section, page, write_page
 from raycell.core.layout import MARKER_FILE
 
-# workload -> the module that draws its sections, imported only for a folder that needs it
-SECTIONS = {"tahoe": "raycell.tahoe.outputs.report", "chemoe": "raycell.chemoe.report"}
+# workload -> the module and function that draw its sections, imported only for a folder
+# that needs them
+SECTIONS = {"tahoe": "raycell.tahoe.outputs.report:sections",
+            "chemoe": "raycell.chemoe.report:sections",
+            "tahoe-search": "raycell.tahoe.outputs.search:search_sections",
+            "chemoe-search": "raycell.chemoe.search_report:sections"}
 
 
 def workload_of(folder: Path) -> str:
@@ -36,7 +40,8 @@ def folder_sections(folder: Path) -> list[Section]:
     workload = workload_of(folder)
     if workload not in SECTIONS:
         raise RaycellError(f"{folder}: unknown workload {workload!r}")
-    return import_module(SECTIONS[workload]).sections(folder)
+    module, function = SECTIONS[workload].split(":")
+    return getattr(import_module(module), function)(folder)
 
 
 def write_report(folders: list[str | Path], out: str | Path) -> Path:

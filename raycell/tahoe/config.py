@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from raycell.core.config import Device, OutputSettings, RaySettings, Seed, Strict, load_config
+from raycell.core.config import (
+    Device,
+    OutputSettings,
+    RaySettings,
+    Seed,
+    Strict,
+    load_config,
+    set_dotted,
+)
 from raycell.core.errors import RaycellError
+from raycell.core.search import Kind, SearchSpace
 from raycell.tahoe.loaders.strategies import DEFAULT_BLOCK, STRATEGIES, STRATEGY_NAMES
 
 
@@ -122,6 +132,57 @@ class TahoeOutput(OutputSettings):
     experiment_name: str = "raycell-tahoe"
 
 
+def _check_known(name: str) -> str:
+    if name not in STRATEGY_NAMES:
+        raise ValueError(f"unknown strategy {name!r} (known: {', '.join(STRATEGY_NAMES)})")
+    return name
+
+
+# The space's own key for the trial strategy's block size (``strategies.<name>.block_size``).
+STRATEGY_BLOCK = "strategy.block_size"
+
+
+def _default_loader_space() -> dict[str, dict[str, list]]:
+    return {STRATEGY_BLOCK: {"choice": [4, 16, 64, 256]},
+            "scdataset.fetch_factor": {"choice": [64, 256, 1024]},
+            "scdataset.num_workers": {"choice": [0, 1, 2]},
+            "ray_data.shuffle_buffer_rows": {"choice": [4_096, 16_384, 65_536]}}
+
+
+class LoaderSearch(SearchSpace):
+    """``raycell tune loaders``: per strategy, trials drawn from ``space`` (dotted keys of
+    this config; ``strategy.block_size`` is the trial strategy's block size; a key that
+    changes nothing of a strategy is left out of its trials). Each trial measures its
+    loader in a Ray Train worker, then trains ``epochs`` epochs and scores the test plates."""
+
+    space: dict[str, dict[Kind, list]] = Field(default_factory=_default_loader_space,
+                                               min_length=1)
+    samples: int = Field(6, ge=1)
+    strategies: list[str] = Field(default_factory=lambda: ["block_shuffling",
+                                                           "ray_block_shuffle"], min_length=1)
+    # Run at this config's own settings beside the trials (and over every repeat), so
+    # the recommendation's figures stand beside it. None: no reference.
+    reference: str | None = "random"
+    suggested: bool = True  # scdataset.suggest_parameters()'s setting, as a block_shuffling trial
+    epochs: int = Field(1, ge=1)  # the short training of a trial
+    measure_seconds: float = Field(10.0, gt=0)  # the loader alone, after warmup_seconds
+    warmup_seconds: float = Field(3.0, ge=0)
+    f1_tolerance: float = Field(0.01, ge=0)  # drug macro F1 a recommendation may give up
+    repeats: int = Field(3, ge=1)  # seeds a recommendation is confirmed over
+
+    @field_validator("strategies")
+    @classmethod
+    def _known(cls, names: list[str]) -> list[str]:
+        for name in names:
+            _check_known(name)
+        return list(dict.fromkeys(names))
+
+    @field_validator("reference")
+    @classmethod
+    def _known_reference(cls, name: str | None) -> str | None:
+        return name if name is None else _check_known(name)
+
+
 class TahoeConfig(Strict):
     data: TahoeData = Field(default_factory=TahoeData)
     training: TahoeTraining = Field(default_factory=TahoeTraining)
@@ -131,13 +192,12 @@ class TahoeConfig(Strict):
     strategies: dict[str, StrategySettings] = Field(default_factory=_strategy_defaults)
     ray: RaySettings = Field(default_factory=RaySettings)
     output: TahoeOutput = Field(default_factory=TahoeOutput)
+    search: LoaderSearch = Field(default_factory=LoaderSearch)
 
     @model_validator(mode="after")
     def _known_strategies(self) -> TahoeConfig:
-        unknown = sorted(set(self.strategies) - set(STRATEGY_NAMES))
-        if unknown:
-            known = ", ".join(STRATEGY_NAMES)
-            raise ValueError(f"unknown strategy {unknown[0]!r} (known: {known})")
+        for name in sorted(set(self.strategies) - set(STRATEGY_NAMES)):
+            _check_known(name)
         for name, settings in self.strategies.items():
             if not STRATEGIES[name].blocked and settings.block_size not in (None, 1):
                 raise ValueError(f"strategies.{name}.block_size is {settings.block_size}, but "
@@ -154,6 +214,16 @@ class TahoeConfig(Strict):
 
     def enabled_strategies(self) -> list[str]:
         return [name for name in STRATEGY_NAMES if self.strategies[name].enabled]
+
+
+def configured(raw: dict[str, Any], strategy: str, trial: dict[str, Any]) -> TahoeConfig:
+    """A config (as a dict) with a loader search trial's ``{dotted key: value}`` set in it;
+    ``strategy.block_size`` is ``strategy``'s."""
+    raw = copy.deepcopy(raw)
+    for key, value in trial.items():
+        set_dotted(raw, f"strategies.{strategy}.block_size" if key == STRATEGY_BLOCK else key,
+                   value)
+    return TahoeConfig.model_validate(raw)
 
 
 def load_tahoe_config(name_or_path: str, overrides: dict[str, Any] | None = None) -> TahoeConfig:

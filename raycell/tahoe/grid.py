@@ -28,7 +28,7 @@ from raycell.tahoe.trial import trial
 
 def run_settings(cfg: TahoeConfig, strategy: str, seed: int) -> dict[str, Any]:
     """Everything that changes a run's numbers (not where its files go)."""
-    payload = cfg.model_dump(exclude={"output", "strategies", "ray"})
+    payload = cfg.model_dump(exclude={"output", "strategies", "ray", "search"})
     payload["training"].pop("seeds")
     payload["ray"] = numeric_ray_settings(cfg.ray)
     if get_strategy(strategy).kind != "ray_data":  # Ray Data settings change no other number
@@ -64,7 +64,7 @@ def tahoe_grid(cfg: TahoeConfig, inputs: TahoeInputs, strategies: list[str],
                     {"strategy": s, "seed": seed}, cfg.training.num_epochs) for s, seed in grid]
     workload = Workload(
         name="tahoe", results_file="summary.csv", trial=trial, records=_records(settings),
-        metrics=EPOCH_METRICS, params=flatten(cfg.model_dump()),
+        metrics=EPOCH_METRICS, params=flatten(cfg.model_dump(exclude={"search"})),
         extra_files=("curves.csv", "settings.csv"), figures=write_figures, report=sections)
 
     def shared() -> dict[str, Any]:  # built only when something is left to run

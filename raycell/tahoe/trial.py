@@ -8,10 +8,11 @@ from __future__ import annotations
 from typing import Any
 
 from raycell.core.trial import fit_trainer
-from raycell.tahoe.config import TahoeConfig
+from raycell.tahoe.config import configured
 
 
 def trial(config: dict[str, Any]) -> None:
-    cfg = TahoeConfig.model_validate(config["cfg"])
-    fit_trainer("raycell.tahoe.worker:train_loop", config, cfg.ray,
+    searched = {k: v for k, v in config.items() if "." in k}  # a loader search's settings
+    cfg = configured(config["cfg"], config["strategy"], searched)
+    fit_trainer("raycell.tahoe.worker:train_loop", {**config, "cfg": cfg.model_dump()}, cfg.ray,
                 cfg.output.checkpoints_to_keep)

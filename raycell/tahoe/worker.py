@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import ray
 import torch
 from scdataset import Streaming
@@ -26,14 +27,19 @@ from raycell.tahoe.loaders.strategies import LoaderSettings, get_strategy
 from raycell.tahoe.model.metrics import classification_scores
 from raycell.tahoe.model.multitask import MultiTaskLinear
 
+MEASURED_EPOCHS = 10**6  # the loader measurement's epochs: far from any training epoch
+
 
 class TahoePlan(Plan):
     unit = "cells"
     workload = "tahoe"
 
-    def __init__(self, cfg: TahoeConfig, strategy: str, seed: int, inputs: TahoeInputs):
+    def __init__(self, cfg: TahoeConfig, strategy: str, seed: int, inputs: TahoeInputs,
+                 measure: tuple[float, float] | None = None):
         self.cfg, self.strategy, self.seed, self.inputs = cfg, strategy, seed, inputs
+        self.measure = measure  # (warm-up, seconds): time the loader alone before training
         self._timings: dict[str, float] = {}
+        self._measured: dict[str, float] = {}
         self.epochs = cfg.training.num_epochs
         self.sizes = inputs.labels.sizes()
 
@@ -55,6 +61,8 @@ class TahoePlan(Plan):
             rank=ctx.rank, world=ctx.world, read_resources=cfg.ray.read_resources)
         strategy = get_strategy(self.strategy)
         self.train_batches = strategy.epochs(inputs.train, inputs.labels, settings)
+        if self.measure:
+            self._measured = self._measure_loader(settings, ctx)
         self.test_set = make_dataset(
             split_rows(inputs.test, inputs.labels), Streaming(shuffle=False),
             cfg.training.batch_size, cfg.scdataset.fetch_factor, self.seed, ctx.rank, ctx.world)
@@ -84,7 +92,41 @@ class TahoePlan(Plan):
         return {"train_loss": loss_sum}, cells
 
     def timings(self) -> dict[str, float]:
-        return self._timings
+        measured, self._measured = self._measured, {}  # reported with the first epoch
+        return self._timings | measured
+
+    def _measure_loader(self, settings: LoaderSettings, ctx: WorkerContext) -> dict[str, float]:
+        """The loader alone, as ``raycell bench loaders`` measures it (batches to the
+        device, no model), from epochs training never reaches, so training's order stays."""
+        from raycell.tahoe.bench.loaders import measure, plate_of_rows
+        from raycell.tahoe.config import LoaderBenchSettings
+
+        split = self.inputs.train
+        epochs = get_strategy(self.strategy).epochs(split, self.inputs.labels, settings)
+
+        def endless():
+            for epoch in itertools.count(MEASURED_EPOCHS):
+                batches = epochs(epoch)
+                try:
+                    yield from ((batch.x, batch.rows) for batch in batches)
+                finally:
+                    batches.close()
+
+        warmup, seconds = self.measure
+        bench = LoaderBenchSettings(
+            warmup=warmup, seconds=seconds, device=ctx.device.type,
+            consumer="sparse" if self.sparse else "dense",
+            fetch_factor=self.cfg.scdataset.fetch_factor, batch_size=self.cfg.training.batch_size)
+        batches = endless()
+        try:
+            result = measure(batches, split.codes[:, 1], plate_of_rows(split), bench)
+        finally:
+            batches.close()
+        cells = float(all_reduce(np.array([result["cells"]], dtype=np.float64))[0])
+        elapsed = float(all_reduce(np.array([result["seconds"]]), "max")[0])
+        return {"loader_cells_per_s": cells / elapsed,
+                "batch_drug_entropy": result["drug_entropy"],
+                "batch_plate_entropy": result["plate_entropy"]}
 
     def evaluate(self, epoch: int) -> dict[str, float]:
         """Per-task confusion matrices over this rank's share of the test set, then summed."""
@@ -118,6 +160,8 @@ class TahoePlan(Plan):
 
 
 def train_loop(config: dict[str, Any]) -> None:
+    measure = (float(config["warmup_seconds"]), float(config["measure_seconds"])) \
+        if "measure_seconds" in config else None  # a loader search's trial
     plan = TahoePlan(TahoeConfig.model_validate(config["cfg"]), config["strategy"],
-                     int(config["seed"]), ray.get(config["inputs"]))
+                     int(config["seed"]), ray.get(config["inputs"]), measure)
     fit(plan, Path(config["run_dir"]), config["name"])
