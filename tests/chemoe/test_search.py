@@ -2,6 +2,8 @@
 trial saying finished or stopped early, MLflow children marked so, the best config written
 as a file raycell chemoe takes, and a rerun that trains nothing."""
 
+import os
+
 import mlflow
 import pandas as pd
 import pytest
@@ -10,16 +12,23 @@ import yaml
 from raycell.chemoe.config import load_chemoe_config
 from raycell.chemoe.inputs import prepare_inputs
 from raycell.chemoe.search import SEARCH_FILE, chemoe_search
-from tests.conftest import assert_clean_error, run_main, tiny_chemoe_config
+from tests.conftest import (
+    assert_clean_error,
+    kill_after,
+    run_main,
+    start_cli,
+    status_of,
+    tiny_chemoe_config,
+)
 
 pytestmark = pytest.mark.ray
 SAMPLES, EPOCHS = 4, 9
 
 
-def _config(save):
+def _config(save, samples=SAMPLES):
     return tiny_chemoe_config(save, **{
         "training.epochs": EPOCHS, "training.eval_every": 1,
-        "search.samples": SAMPLES, "search.grace_period": 1, "search.reduction_factor": 3,
+        "search.samples": samples, "search.grace_period": 1, "search.reduction_factor": 3,
         "search.space": {"training.lr": {"loguniform": [1e-4, 3e-2]},
                          "model.num_experts": {"choice": [2, 4]}},
         "ray.max_concurrent_trials": 1})  # one at a time: ASHA sees every earlier trial
@@ -80,6 +89,52 @@ def test_a_rerun_trains_nothing(search, pdgrapher_dir, capsys):
     again = chemoe_search(cfg, prepare_inputs(cfg, pdgrapher_dir))
     assert "skipped" in capsys.readouterr().out
     pd.testing.assert_frame_equal(again, rows)
+
+
+def test_status_and_report_read_a_search_folder(search, tmp_path):
+    cfg, save, rows = search
+    status = status_of(save)
+    assert status["header"].startswith(f"{save}: chemoe-search, {SAMPLES} runs:")
+    for row in rows.itertuples():
+        line = status[f"chemoe-A549-trial{row.trial}"]
+        assert line[0] == row.status
+        if row.status == "stopped":
+            assert line[4].startswith(f"{row.epochs} epoch")
+            assert line[4].endswith(f"of {EPOCHS} (ASHA)")
+    done = run_main("report", save, "--out", tmp_path / "r.html")
+    assert done.returncode == 0, done.stderr
+    page = (tmp_path / "r.html").read_text()
+    assert "CheMoE search" in page and f"trained {rows['epochs'].sum()} epochs" in page
+
+
+def test_a_killed_search_rerun_records_each_trial_once(pdgrapher_dir, tmp_path, ray_address):
+    """Killed (SIGKILL, with the cluster it started) once a trial has its row, then run
+    again: the rest resume or start, and each trial has one row and one MLflow run whose
+    epochs are each logged once."""
+    save, samples = tmp_path / "out", 3
+    cfg = _config(save, samples)
+    config = tmp_path / "c.yaml"
+    settings = cfg.model_dump(mode="json")
+    settings["data"]["dir"] = str(pdgrapher_dir)
+    config.write_text(yaml.safe_dump(settings))
+    proc = start_cli("tune", "chemoe", "--config", str(config), "--save_dir", str(save),
+                     log=tmp_path / "killed.log",
+                     env=dict(os.environ))
+    kill_after(proc, lambda: (save / SEARCH_FILE).is_file())
+    assert len(pd.read_csv(save / SEARCH_FILE)) < samples, "killed after the search ended"
+    cfg = load_chemoe_config(str(config))  # as the command read it (data.dir: a run key's)
+    rows = chemoe_search(cfg, prepare_inputs(cfg, pdgrapher_dir))
+    on_disk = pd.read_csv(save / SEARCH_FILE)
+    assert sorted(on_disk["trial"]) == list(range(samples))
+    client = mlflow.MlflowClient(f"sqlite:///{save}/mlflow.db")
+    experiment = client.get_experiment_by_name(cfg.output.experiment_name)
+    children = [r for r in client.search_runs([experiment.experiment_id])
+                if "run_key" in r.data.tags]
+    assert sorted(r.data.tags["run_key"] for r in children) == sorted(rows["run_key"])
+    for child in children:
+        row = rows.set_index("run_key").loc[child.data.tags["run_key"]]
+        steps = [m.step for m in client.get_metric_history(child.info.run_id, "train_loss")]
+        assert sorted(steps) == list(range(1, row["epochs"] + 1))
 
 
 @pytest.mark.parametrize(("search", "flags", "culprit"), [
