@@ -134,6 +134,9 @@ class ChemoeSearch(SearchSpace):
     trained under ASHA on validation loss by epoch, per cell line (the grid's first fold)."""
 
     space: dict[str, dict[Kind, list]] = Field(default_factory=_default_space, min_length=1)
+    # Trial 0 is the config's own setting (the search cannot end above it), and the
+    # first to run, so ASHA's first rungs are set by the setting the user has.
+    include_config: bool = True
     grace_period: int = Field(5, ge=1)  # epochs every trial trains before ASHA may stop it
     reduction_factor: float = Field(3, gt=1)  # 1 in reduction_factor goes on at each rung
 

@@ -22,7 +22,6 @@ from typing import Any
 import pandas as pd
 import ray
 import yaml
-from pydantic import ValidationError
 
 from raycell.chemoe.config import ChemoeConfig, configured
 from raycell.chemoe.grid import CURVE_METRICS, run_key
@@ -30,32 +29,24 @@ from raycell.chemoe.inputs import ChemoeInputs, mol_encoder_of
 from raycell.chemoe.search_report import SEARCH_FILE, sections
 from raycell.chemoe.trial import trial
 from raycell.chemoe.worker import TEST_METRICS
+from raycell.core.config import get_dotted
 from raycell.core.grid import GridRun, Workload, run_grid
 from raycell.core.html import page, write_page
 from raycell.core.layout import EPOCH_LOG, REPORT_FILE, run_dir
 from raycell.core.rows import upsert
-from raycell.core.search import check_keys, draw, plain
+from raycell.core.search import check_keys, draw, plain, refusal
 from raycell.core.tracking import flatten
 
 BEST_FILE = "best-{cell_line}.yaml"
-
-
-def _refusal(raw: dict[str, Any]):
-    def why(trial: dict[str, Any]) -> str | None:
-        try:
-            configured(raw, trial)
-        except ValidationError as err:
-            return err.errors()[0]["msg"]
-        return None
-
-    return why
 
 
 def search_runs(cfg: ChemoeConfig, data_dir: Path) -> list[GridRun]:
     """Every trial of the search, for every cell line of the grid."""
     raw = cfg.model_dump()
     check_keys(raw, list(cfg.search.space), "CheMoE")
-    trials = draw(cfg.search, _refusal(raw))
+    incumbent = {key: plain(get_dotted(raw, key)) for key in cfg.search.space} \
+        if cfg.search.include_config else None
+    trials = draw(cfg.search, refusal(lambda trial: configured(raw, trial)), incumbent)
     fold = cfg.grid.folds[0]
     runs = []
     for line in cfg.grid.cell_lines:

@@ -176,6 +176,13 @@ def load_yaml(name_or_path: str, workload: str) -> tuple[dict[str, Any], str]:
     return raw, str(path)
 
 
+def get_dotted(raw: dict[str, Any], dotted: str) -> Any:
+    node = raw
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
 def set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
     node = raw
     *parents, leaf = dotted.split(".")

@@ -15,9 +15,9 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 
-from raycell.core.config import Seed, Strict
+from raycell.core.config import Seed, Strict, get_dotted
 from raycell.core.errors import RaycellError
 
 Kind = Literal["loguniform", "uniform", "randint", "choice"]
@@ -66,12 +66,24 @@ def domain(spec: dict[str, list]):
 def check_keys(raw: dict[str, Any], keys: list[str], workload: str) -> None:
     """Every dotted key of a space must name a setting of the workload's config."""
     for key in keys:
-        node = raw
-        for part in key.split("."):
-            if not isinstance(node, dict) or part not in node:
-                raise RaycellError(f"search.space: {key!r} is not a setting of the {workload} "
-                                   "config")
-            node = node[part]
+        try:
+            get_dotted(raw, key)
+        except (KeyError, TypeError):
+            raise RaycellError(f"search.space: {key!r} is not a setting of the {workload} "
+                               "config") from None
+
+
+def refusal(configure: Callable[[dict[str, Any]], Any]) -> Callable[[dict[str, Any]], str | None]:
+    """``draw``'s ``accepts`` from a function that builds a trial's config: why the
+    config refuses a trial (pydantic's first message), None when it takes it."""
+    def why(trial: dict[str, Any]) -> str | None:
+        try:
+            configure(trial)
+        except ValidationError as err:
+            return err.errors()[0]["msg"]
+        return None
+
+    return why
 
 
 def plain(value: Any) -> Any:
@@ -79,13 +91,15 @@ def plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
-def draw(search: SearchSpace, accepts: Callable[[dict[str, Any]], str | None]
-         ) -> list[dict[str, Any]]:
+def draw(search: SearchSpace, accepts: Callable[[dict[str, Any]], str | None],
+         incumbent: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """The search's trials: ``{dotted key: value}`` each. ``accepts(trial)`` returns why
-    the workload's config refuses a trial (None: it takes it)."""
+    the workload's config refuses a trial (None: it takes it). ``incumbent``: the
+    config's own values, trial 0 (Tune's points_to_evaluate), so a search ends at or
+    below what the user has; the other trials are drawn as without it."""
     domains = {key: domain(spec) for key, spec in search.space.items()}
-    trials = []
-    for i in range(search.samples):
+    trials = [incumbent] if incumbent is not None else []
+    for i in range(len(trials), search.samples):
         for attempt in range(ATTEMPTS):
             rng = np.random.default_rng([search.seed, i, attempt])
             trial = {key: plain(d.sample(random_state=rng)) for key, d in domains.items()}

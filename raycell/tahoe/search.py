@@ -34,7 +34,7 @@ from raycell.core.grid import GridRun, Workload, forget_grid, run_grid
 from raycell.core.html import page, write_page
 from raycell.core.layout import EPOCH_LOG, REPORT_FILE
 from raycell.core.rows import write_table
-from raycell.core.search import SearchSpace, check_keys, draw
+from raycell.core.search import SearchSpace, check_keys, draw, refusal
 from raycell.core.tracking import flatten
 from raycell.tahoe.config import STRATEGY_BLOCK, TahoeConfig, configured
 from raycell.tahoe.grid import run_settings
@@ -98,7 +98,8 @@ def settings_of(cfg: TahoeConfig, inputs: TahoeInputs) -> list[Setting]:
             settings.append(Setting(f"{strategy}-trial0", strategy))
             continue
         sub = SearchSpace(space=space, samples=search.samples, seed=search.seed)
-        for i, values in enumerate(draw(sub, _refusal(raw, strategy))):
+        accepts = refusal(lambda values, strategy=strategy: configured(raw, strategy, values))
+        for i, values in enumerate(draw(sub, accepts)):
             settings.append(Setting(f"{strategy}-trial{i}", strategy, values))
     # A trial may land on the reference's or the suggested setting: measured once.
     seen, distinct = set(), []
@@ -109,19 +110,6 @@ def settings_of(cfg: TahoeConfig, inputs: TahoeInputs) -> list[Setting]:
             seen.add(key)
             distinct.append(setting)
     return distinct
-
-
-def _refusal(raw: dict[str, Any], strategy: str) -> Callable[[dict[str, Any]], str | None]:
-    from pydantic import ValidationError
-
-    def why(values: dict[str, Any]) -> str | None:
-        try:
-            configured(raw, strategy, values)
-        except ValidationError as err:
-            return err.errors()[0]["msg"]
-        return None
-
-    return why
 
 
 def grid_runs(cfg: TahoeConfig, settings: list[Setting], seeds: list[int]) -> list[GridRun]:

@@ -59,6 +59,13 @@ def test_a_row_per_trial_and_asha_stopped_some_early(search):
         assert row.best_val_loss == pytest.approx(log["val_loss"].min())
 
 
+def test_trial_0_is_the_config_s_own_setting(search):
+    cfg, _, rows = search
+    first = rows[rows["trial"] == 0].iloc[0]
+    assert first["training.lr"] == pytest.approx(cfg.training.lr)
+    assert first["model.num_experts"] == cfg.model.num_experts
+
+
 def test_mlflow_children_carry_the_trials_settings_and_status(search):
     cfg, save, rows = search
     client = mlflow.MlflowClient(f"sqlite:///{save}/mlflow.db")

@@ -31,6 +31,21 @@ def test_trials_are_the_seeds_and_stay_in_their_ranges():
     assert draw(_space(seed=3, samples=5), lambda trial: None) == trials[:5]
 
 
+def test_the_config_s_own_setting_is_trial_0_and_the_others_stay_as_drawn():
+    mine = {"training.lr": 1e-3, "model.num_experts": 4, "model.top_k": 2,
+            "training.dropout": 0.1}
+    trials = draw(_space(seed=3), lambda trial: None, incumbent=mine)
+    assert trials[0] == mine and len(trials) == 40
+    assert trials[1:] == draw(_space(seed=3), lambda trial: None)[1:]
+
+
+def test_repeated_draws_are_drawn_again_and_a_space_too_small_is_an_error():
+    small = SearchSpace.model_validate({"space": {"a.b": {"choice": [1, 2, 3]}}, "samples": 3})
+    assert sorted(t["a.b"] for t in draw(small, lambda trial: None)) == [1, 2, 3]
+    with pytest.raises(RaycellError, match="fewer than 4 distinct trials"):
+        draw(small.model_copy(update={"samples": 4}), lambda trial: None)
+
+
 def test_refused_draws_are_drawn_again_and_an_impossible_space_is_an_error():
     def top_k_fits(trial):
         fits = trial["model.top_k"] <= trial["model.num_experts"] // 2
