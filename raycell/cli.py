@@ -408,7 +408,8 @@ def _run_tune_chemoe(args: argparse.Namespace) -> None:
     inputs = prepare_inputs(cfg, resolve_data_dir(cfg))
 
     rows = chemoe_search(cfg, inputs, args.restart)
-    columns = ["cell_line", "trial", *cfg.search.space, "status", "epochs", "best_val_loss"]
+    columns = ["cell_line", "trial", *cfg.search.space, "training.seed", "status", "epochs",
+               "best_val_loss"]
     print(rows[columns].to_string(index=False))
 
 

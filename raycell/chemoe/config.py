@@ -137,6 +137,9 @@ class ChemoeSearch(SearchSpace):
     # Trial 0 is the config's own setting (the search cannot end above it), and the
     # first to run, so ASHA's first rungs are set by the setting the user has.
     include_config: bool = True
+    # Seeds the recommendation is confirmed over: per cell line, the best trial and the
+    # config's own train again with the next repeats - 1 seeds; the lower mean is written.
+    repeats: int = Field(3, ge=1)
     grace_period: int = Field(5, ge=1)  # epochs every trial trains before ASHA may stop it
     reduction_factor: float = Field(3, gt=1)  # 1 in reduction_factor goes on at each rung
 

@@ -13,6 +13,8 @@ from raycell.core.html import Section, figure, table, text
 from raycell.core.layout import EPOCH_LOG, run_dir
 
 SEARCH_FILE = "search.csv"
+RECOMMENDATION_FILE = "recommendation.csv"
+SEED = "training.seed"  # a confirming run's seed; the trials' is the config's
 SHOWN_LAST = ["status", "epochs", "max_epochs", "best_val_loss", "best_epoch"]
 
 
@@ -40,13 +42,21 @@ def sections(save_dir: Path) -> list[Section]:
     if not path.is_file():
         raise RaycellError(f"{save_dir} holds no CheMoE search ({SEARCH_FILE} is missing)")
     rows = pd.read_csv(path, dtype={"run_key": str}).sort_values(["cell_line", "best_val_loss"])
-    searched = [c for c in rows if "." in c]
+    rows = rows[rows[SEED] == rows[SEED].min()]  # the trials; the others confirm two of them
+    searched = [c for c in rows if "." in c and c != SEED]
     shown = rows[["cell_line", "trial", *searched, *SHOWN_LAST]]
     trained, full = int(rows["epochs"].sum()), int(rows["max_epochs"].sum())
     body = figure(plot_trials(rows, Path(save_dir)), "validation loss of every trial")
     body += text(f"{len(rows)} trials trained {trained} epochs of the {full} they would "
-                 f"without ASHA ({trained / full:.0%}); per cell line, the first row's setting "
-                 "is written as best-<cell line>.yaml.")
+                 f"without ASHA ({trained / full:.0%}).")
     body += table(shown, {"best_val_loss": "{:.6f}", "training.lr": "{:.2e}",
                           "training.aux_loss_weight": "{:.2e}"})
-    return [Section("CheMoE search", body)]
+    sections = [Section("CheMoE search", body)]
+    rec = Path(save_dir) / RECOMMENDATION_FILE
+    if rec.is_file():
+        confirmed = pd.read_csv(rec)
+        sections.append(Section("Recommendation, confirmed over seeds", table(
+            confirmed, {c: "{:.6f}" for c in confirmed if c.startswith("best_val_loss")})
+            + text("Per cell line, the recommended trial is written as "
+                   "best-<cell line>.yaml (trial 0: the config's own setting).")))
+    return sections

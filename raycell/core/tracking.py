@@ -56,6 +56,26 @@ def forget_runs(uri: str, keys: Collection[str]) -> None:
         client.delete_run(run.info.run_id)
 
 
+def epoch_metrics(result: dict[str, Any], metrics: Collection[str]) -> list[Metric]:
+    """One epoch's figures (``metrics`` among a report or an epoch log's row) as MLflow
+    metrics at step ``epoch``."""
+    stamp, step = int(result.get("timestamp", 0) * 1000), int(result["epoch"])
+    return [Metric(k, float(v), stamp, step) for k, v in result.items()
+            if k in metrics and isinstance(v, int | float) and not pd.isna(v)]
+
+
+def log_missing_epochs(uri: str, run_id: str, log: Path, metrics: Collection[str]) -> None:
+    """The epochs of a run's epoch log that its MLflow run lacks: a trial ASHA stops
+    trains on while Tune stops it, after Tune's last look at it."""
+    client = MlflowClient(uri)
+    logged = {m.step for m in client.get_metric_history(run_id, "epoch")}
+    batch = [metric for row in pd.read_csv(log).to_dict("records")
+             if int(row["epoch"]) not in logged
+             for metric in epoch_metrics(row, {*metrics, "epoch"})]
+    for i in range(0, len(batch), 1000):  # MLflow takes at most 1000 metrics per batch
+        client.log_batch(run_id, metrics=batch[i : i + 1000])
+
+
 def log_figures(uri: str, parent_run_id: str, paths: list[Path]) -> None:
     """The grid's figures, on its parent run: one place to see the comparison."""
     client = MlflowClient(uri)
@@ -138,10 +158,7 @@ class GridRecorder(Callback):
         step = int(result["epoch"])
         if step in self.logged[key]:
             return
-        stamp = int(result.get("timestamp", 0) * 1000)
-        metrics = [Metric(k, float(v), stamp, step) for k, v in result.items()
-                   if k in self.metrics and isinstance(v, int | float) and not pd.isna(v)]
-        self.client.log_batch(self.runs[key], metrics=metrics)
+        self.client.log_batch(self.runs[key], metrics=epoch_metrics(result, self.metrics))
         self.logged[key].add(step)
 
     @uninterrupted

@@ -1,6 +1,7 @@
-"""raycell tune chemoe on the session's Ray cluster: seeded trials under ASHA, a row per
-trial saying finished or stopped early, MLflow children marked so, the best config written
-as a file raycell chemoe takes, and a rerun that trains nothing."""
+"""raycell tune chemoe on the session's Ray cluster: seeded trials under ASHA (trial 0 the
+config's own), a row per trial saying finished or stopped early, MLflow children marked
+so, the best and the config's own confirmed over seeds, the lower mean written as a file
+raycell chemoe takes, a rerun that trains nothing, and a killed search rerun."""
 
 import os
 
@@ -22,12 +23,12 @@ from tests.conftest import (
 )
 
 pytestmark = pytest.mark.ray
-SAMPLES, EPOCHS = 4, 9
+SAMPLES, EPOCHS, REPEATS = 4, 9, 2
 
 
-def _config(save, samples=SAMPLES):
+def _config(save, samples=SAMPLES, repeats=REPEATS):
     return tiny_chemoe_config(save, **{
-        "training.epochs": EPOCHS, "training.eval_every": 1,
+        "training.epochs": EPOCHS, "training.eval_every": 1, "search.repeats": repeats,
         "search.samples": samples, "search.grace_period": 1, "search.reduction_factor": 3,
         "search.space": {"training.lr": {"loguniform": [1e-4, 3e-2]},
                          "model.num_experts": {"choice": [2, 4]}},
@@ -41,9 +42,15 @@ def search(pdgrapher_dir, tmp_path_factory, ray_address):
     return cfg, save, chemoe_search(cfg, prepare_inputs(cfg, pdgrapher_dir))
 
 
-def test_a_row_per_trial_and_asha_stopped_some_early(search):
-    _, save, rows = search
+def _trials(save, cfg):
+    """search.csv's rows of the trials (the config's seed; the others confirm)."""
     on_disk = pd.read_csv(save / SEARCH_FILE)
+    return on_disk[on_disk["training.seed"] == cfg.training.seed]
+
+
+def test_a_row_per_trial_and_asha_stopped_some_early(search):
+    cfg, save, rows = search
+    on_disk = _trials(save, cfg)
     assert sorted(on_disk["trial"]) == list(range(SAMPLES))
     assert set(on_disk["status"]) <= {"finished", "stopped"}
     finished = on_disk[on_disk["status"] == "finished"]
@@ -72,21 +79,40 @@ def test_mlflow_children_carry_the_trials_settings_and_status(search):
     experiment = client.get_experiment_by_name(cfg.output.experiment_name)
     runs = client.search_runs([experiment.experiment_id])
     children = {r.data.tags["run_key"]: r for r in runs if "run_key" in r.data.tags}
-    (parent,) = [r for r in runs if "run_key" not in r.data.tags]
-    assert "training.lr" not in parent.data.params and "search" in parent.data.params
+    parents = {r.info.run_id: r for r in runs if "run_key" not in r.data.tags}
+    assert len(parents) == 2  # the trials under ASHA, then the confirmation
+    for parent in parents.values():  # what children set is theirs alone
+        assert "search" in parent.data.params
+        assert not {"training.lr", "training.seed"} & set(parent.data.params)
+    assert sorted(children) == sorted(rows["run_key"])
     for _, row in rows.iterrows():
         child = children[row["run_key"]]
         assert child.data.tags["raycell.status"] == row["status"]
-        assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert child.data.tags["mlflow.parentRunId"] in parents
         assert float(child.data.params["training.lr"]) == pytest.approx(row["training.lr"])
+        assert int(child.data.params["training.seed"]) == row["training.seed"]
 
 
-def test_the_best_trial_is_written_as_a_config(search):
+def test_the_best_and_the_config_s_own_are_confirmed_and_the_lower_mean_written(search):
     cfg, save, rows = search
-    best = rows.loc[rows["best_val_loss"].idxmin()]
+    trials = _trials(save, cfg)
+    best = int(trials.loc[trials["best_val_loss"].idxmin(), "trial"])
+    again = rows[rows["training.seed"] != cfg.training.seed]
+    assert sorted(set(again["trial"])) == sorted({best, 0})
+    assert (again["training.seed"] == cfg.training.seed + 1).all()
+    assert (again["status"] == "finished").all() and (again["epochs"] == EPOCHS).all()
+    means = {t: rows.loc[rows["trial"] == t, "best_val_loss"] for t in {best, 0}}
+    assert all(len(m) == REPEATS for m in means.values())
+    pick = min(means, key=lambda t: means[t].mean())
+    table = pd.read_csv(save / "recommendation.csv").set_index("trial")
+    assert table["recommended"].sum() == 1 and table["recommended"].idxmax() == pick
+    assert table.at[pick, "best_val_loss_mean"] == pytest.approx(means[pick].mean())
+    assert table.at[pick, "best_val_loss_std"] == pytest.approx(means[pick].std())
+    chosen = trials.set_index("trial").loc[pick]
     written = load_chemoe_config(str(save / "best-A549.yaml"))
-    assert written.training.lr == pytest.approx(best["training.lr"])
-    assert written.model.num_experts == best["model.num_experts"]
+    assert written.training.lr == pytest.approx(chosen["training.lr"])
+    assert written.model.num_experts == chosen["model.num_experts"]
+    assert written.training.seed == cfg.training.seed
     assert written.grid.cell_lines == ["A549"] and written.grid.models == ["chemoe"]
     assert written.model.embed_dim == cfg.model.embed_dim  # the rest as the search ran
 
@@ -101,25 +127,29 @@ def test_a_rerun_trains_nothing(search, pdgrapher_dir, capsys):
 def test_status_and_report_read_a_search_folder(search, tmp_path):
     cfg, save, rows = search
     status = status_of(save)
-    assert status["header"].startswith(f"{save}: chemoe-search, {SAMPLES} runs:")
-    for row in rows.itertuples():
-        line = status[f"chemoe-A549-trial{row.trial}"]
-        assert line[0] == row.status
-        if row.status == "stopped":
-            assert line[4].startswith(f"{row.epochs} epoch")
+    assert status["header"].startswith(f"{save}: chemoe-search, {len(rows)} runs:")
+    for _, row in rows.iterrows():
+        seed = row["training.seed"]
+        line = status[f"chemoe-A549-trial{row['trial']}"
+                      + (f"-seed{seed}" if seed != cfg.training.seed else "")]
+        assert line[0] == row["status"]
+        if row["status"] == "stopped":
+            assert line[4].startswith(f"{row['epochs']} epoch")
             assert line[4].endswith(f"of {EPOCHS} (ASHA)")
     done = run_main("report", save, "--out", tmp_path / "r.html")
     assert done.returncode == 0, done.stderr
     page = (tmp_path / "r.html").read_text()
-    assert "CheMoE search" in page and f"trained {rows['epochs'].sum()} epochs" in page
+    trials = _trials(save, cfg)
+    assert "CheMoE search" in page and f"trained {trials['epochs'].sum()} epochs" in page
+    assert "Recommendation, confirmed over seeds" in page
 
 
 def test_a_killed_search_rerun_records_each_trial_once(pdgrapher_dir, tmp_path, ray_address):
-    """Killed (SIGKILL, with the cluster it started) once a trial has its row, then run
-    again: the rest resume or start, and each trial has one row and one MLflow run whose
+    """Killed (SIGKILL, with the cluster it started) once a trial has its row and the next
+    has trained an epoch, then run again: the rest resume or start, and each trial has one row and one MLflow run whose
     epochs are each logged once."""
     save, samples = tmp_path / "out", 3
-    cfg = _config(save, samples)
+    cfg = _config(save, samples, repeats=1)
     config = tmp_path / "c.yaml"
     settings = cfg.model_dump(mode="json")
     settings["data"]["dir"] = str(pdgrapher_dir)
@@ -127,7 +157,9 @@ def test_a_killed_search_rerun_records_each_trial_once(pdgrapher_dir, tmp_path, 
     proc = start_cli("tune", "chemoe", "--config", str(config), "--save_dir", str(save),
                      log=tmp_path / "killed.log",
                      env=dict(os.environ))
-    kill_after(proc, lambda: (save / SEARCH_FILE).is_file())
+    # Mid-epoch of the next trial (a kill while Tune starts one can outlive kill_after's wait).
+    kill_after(proc, lambda: (save / SEARCH_FILE).is_file()
+               and len(list(save.glob("runs/*/epochs.csv"))) >= 2)
     assert len(pd.read_csv(save / SEARCH_FILE)) < samples, "killed after the search ended"
     cfg = load_chemoe_config(str(config))  # as the command read it (data.dir: a run key's)
     rows = chemoe_search(cfg, prepare_inputs(cfg, pdgrapher_dir))
