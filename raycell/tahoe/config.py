@@ -143,8 +143,8 @@ STRATEGY_BLOCK = "strategy.block_size"
 
 
 def _default_loader_space() -> dict[str, dict[str, list]]:
-    return {STRATEGY_BLOCK: {"choice": [4, 16, 64, 256]},
-            "scdataset.fetch_factor": {"choice": [64, 256, 1024]},
+    return {STRATEGY_BLOCK: {"choice": [4, 8, 16, 64, 256]},
+            "scdataset.fetch_factor": {"choice": [64, 256, 1024, 2048]},
             "scdataset.num_workers": {"choice": [0, 1, 2]},
             "ray_data.shuffle_buffer_rows": {"choice": [4_096, 16_384, 65_536]}}
 
@@ -167,6 +167,9 @@ class LoaderSearch(SearchSpace):
     epochs: int = Field(1, ge=1)  # the short training of a trial
     measure_seconds: float = Field(10.0, gt=0)  # the loader alone, after warmup_seconds
     warmup_seconds: float = Field(3.0, ge=0)
+    # cold: plates evicted from the page cache before and during the timing, as on data
+    # that does not fit in memory (Tahoe-100M's 314 GB); warm: as the page cache has them
+    cache: Literal["cold", "warm"] = "cold"
     f1_tolerance: float = Field(0.01, ge=0)  # drug macro F1 a recommendation may give up
     repeats: int = Field(3, ge=1)  # seeds a recommendation is confirmed over
 

@@ -121,7 +121,7 @@ def grid_runs(cfg: TahoeConfig, settings: list[Setting], seeds: list[int]) -> li
         loader = trial_cfg.strategies[setting.strategy]
         for seed in seeds:
             payload = run_settings(trial_cfg, setting.strategy, seed) | {
-                "measure": [search.warmup_seconds, search.measure_seconds]}
+                "measure": [search.warmup_seconds, search.measure_seconds, search.cache]}
             runs.append(GridRun(
                 config_key(payload), f"{setting.name}-seed{seed}",
                 {"setting": setting.name, "strategy": setting.strategy, "seed": seed,
@@ -131,7 +131,8 @@ def grid_runs(cfg: TahoeConfig, settings: list[Setting], seeds: list[int]) -> li
                  "shuffle_buffer_rows": trial_cfg.ray_data.shuffle_buffer_rows,
                  "read_rows": trial_cfg.ray_data.read_rows,
                  "warmup_seconds": search.warmup_seconds,
-                 "measure_seconds": search.measure_seconds, **setting.values},
+                 "measure_seconds": search.measure_seconds, "cache": search.cache,
+                 **setting.values},
                 trial_cfg.training.num_epochs))
     return runs
 

@@ -35,9 +35,10 @@ class TahoePlan(Plan):
     workload = "tahoe"
 
     def __init__(self, cfg: TahoeConfig, strategy: str, seed: int, inputs: TahoeInputs,
-                 measure: tuple[float, float] | None = None):
+                 measure: tuple[float, float, str] | None = None):
         self.cfg, self.strategy, self.seed, self.inputs = cfg, strategy, seed, inputs
-        self.measure = measure  # (warm-up, seconds): time the loader alone before training
+        # (warm-up, seconds, cache): time the loader alone before training
+        self.measure = measure
         self._timings: dict[str, float] = {}
         self._measured: dict[str, float] = {}
         self.epochs = cfg.training.num_epochs
@@ -98,6 +99,8 @@ class TahoePlan(Plan):
     def _measure_loader(self, settings: LoaderSettings, ctx: WorkerContext) -> dict[str, float]:
         """The loader alone, as ``raycell bench loaders`` measures it (batches to the
         device, no model), from epochs training never reaches, so training's order stays."""
+        from raycell.core import page_cache
+        from raycell.core.filesystems import is_url
         from raycell.tahoe.bench.loaders import measure, plate_of_rows
         from raycell.tahoe.config import LoaderBenchSettings
 
@@ -112,14 +115,21 @@ class TahoePlan(Plan):
                 finally:
                     batches.close()
 
-        warmup, seconds = self.measure
+        warmup, seconds, cache = self.measure
+        files = list(dict.fromkeys(str(p.path) for p in split.plates))
+        # cold: the plates leave the page cache before the window and after every fetch
+        # in it, as on data larger than memory (``raycell bench loaders --cache cold``)
+        cold = cache == "cold" and not is_url(files[0])
+        if cold:
+            page_cache.evict_settled(files)
         bench = LoaderBenchSettings(
             warmup=warmup, seconds=seconds, device=ctx.device.type,
             consumer="sparse" if self.sparse else "dense",
             fetch_factor=self.cfg.scdataset.fetch_factor, batch_size=self.cfg.training.batch_size)
         batches = endless()
         try:
-            result = measure(batches, split.codes[:, 1], plate_of_rows(split), bench)
+            result = measure(batches, split.codes[:, 1], plate_of_rows(split), bench,
+                             cold_files=files if cold else None)
         finally:
             batches.close()
         cells = float(all_reduce(np.array([result["cells"]], dtype=np.float64))[0])
@@ -160,8 +170,8 @@ class TahoePlan(Plan):
 
 
 def train_loop(config: dict[str, Any]) -> None:
-    measure = (float(config["warmup_seconds"]), float(config["measure_seconds"])) \
-        if "measure_seconds" in config else None  # a loader search's trial
+    measure = (float(config["warmup_seconds"]), float(config["measure_seconds"]),
+               config["cache"]) if "measure_seconds" in config else None  # a search's trial
     plan = TahoePlan(TahoeConfig.model_validate(config["cfg"]), config["strategy"],
                      int(config["seed"]), ray.get(config["inputs"]), measure)
     fit(plan, Path(config["run_dir"]), config["name"])
