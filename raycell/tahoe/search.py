@@ -6,8 +6,9 @@ random by default, at the config's own settings) and the setting
 ``scdataset.suggest_parameters`` proposes for this data and machine (as block_shuffling;
 it never trains, so it is measured like the rest). Every trial is a Tahoe run keyed like
 a grid run: in its Ray Train worker it first times the loader alone (cells/s to the
-device and the batches' drug and plate entropy, as ``raycell bench loaders``), then
-trains ``search.epochs`` epochs and scores the test plates.
+device and the batches' drug and plate entropy, as ``raycell bench loaders``; with the
+plates out of the page cache unless ``search.cache`` is warm), then trains
+``search.epochs`` epochs and scores the test plates.
 
 The recommendation: the fastest loader within ``f1_tolerance`` drug macro F1 of the
 best setting, then confirmed over ``repeats`` seeds beside the best and the reference
