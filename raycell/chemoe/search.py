@@ -1,15 +1,16 @@
 """``raycell tune chemoe``: a search over CheMoE's settings per cell line, under ASHA.
 
-The trials (``core/search.py``: drawn up front, seeded) run through the grid runner as
-CheMoE runs of the grid's first fold, keyed like grid runs, with Tune's ASHA scheduler
-stopping the worst at each rung on validation loss by epoch. A trial's row in
-``search.csv`` says whether it finished or was stopped early, how many epochs it
-trained and its best validation loss; a killed search, rerun, skips the trials that
-have a row and resumes the others from their checkpoints. Trials are chosen on
-validation loss alone (a finished trial scores the test split too, as every CheMoE run
-does; the search does not read it). Per cell line, the trial with the lowest validation
-loss is written as a config ``raycell chemoe --config`` takes:
-``<save_dir>/best-<cell line>.yaml``.
+The trials (``core/search.py``: drawn up front, seeded; trial 0 the config's own setting)
+run through the grid runner as CheMoE runs of the grid's first fold, keyed like grid
+runs, with Tune's ASHA scheduler stopping the worst at each rung on validation loss by
+epoch. A trial's row in ``search.csv`` says whether it finished or was stopped early,
+how many epochs it trained and its best validation loss; a killed search, rerun, skips
+the trials that have a row and resumes the others from their checkpoints. Trials are
+chosen on validation loss alone (a finished trial scores the test split too, as every
+CheMoE run does; the search does not read it). Per cell line, the best trial and trial 0
+are then trained again with the next ``search.repeats - 1`` seeds, and the lower mean
+is written as a config ``raycell chemoe --config`` takes:
+``<save_dir>/best-<cell line>.yaml`` (the figures: ``recommendation.csv``).
 """
 
 from __future__ import annotations

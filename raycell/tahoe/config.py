@@ -140,6 +140,12 @@ def _check_known(name: str) -> str:
 
 # The space's own key for the trial strategy's block size (``strategies.<name>.block_size``).
 STRATEGY_BLOCK = "strategy.block_size"
+# A loader search run's settings by their short names (its MLflow params, search.csv's
+# columns) and the keys they set.
+LOADER_KEYS = {"block_size": STRATEGY_BLOCK, "fetch_factor": "scdataset.fetch_factor",
+               "num_workers": "scdataset.num_workers",
+               "shuffle_buffer_rows": "ray_data.shuffle_buffer_rows",
+               "read_rows": "ray_data.read_rows"}
 
 
 def _default_loader_space() -> dict[str, dict[str, list]]:

@@ -29,7 +29,7 @@ import pandas as pd
 import ray
 import yaml
 
-from raycell.core.config import config_key
+from raycell.core.config import config_key, get_dotted
 from raycell.core.errors import RaycellError
 from raycell.core.grid import GridRun, Workload, forget_grid, run_grid
 from raycell.core.html import page, write_page
@@ -37,7 +37,7 @@ from raycell.core.layout import EPOCH_LOG, REPORT_FILE
 from raycell.core.rows import write_table
 from raycell.core.search import SearchSpace, check_keys, draw, refusal
 from raycell.core.tracking import flatten
-from raycell.tahoe.config import STRATEGY_BLOCK, TahoeConfig, configured
+from raycell.tahoe.config import LOADER_KEYS, STRATEGY_BLOCK, TahoeConfig, configured
 from raycell.tahoe.grid import run_settings
 from raycell.tahoe.inputs import TahoeInputs
 from raycell.tahoe.loaders.strategies import get_strategy
@@ -113,27 +113,31 @@ def settings_of(cfg: TahoeConfig, inputs: TahoeInputs) -> list[Setting]:
     return distinct
 
 
+def loader_values(cfg: TahoeConfig, strategy: str) -> dict[str, Any]:
+    """The loader settings a strategy's run has, by short name."""
+    raw = cfg.model_dump()
+    raw["strategy"] = raw["strategies"][strategy]
+    return {name: get_dotted(raw, key) for name, key in LOADER_KEYS.items()}
+
+
 def grid_runs(cfg: TahoeConfig, settings: list[Setting], seeds: list[int]) -> list[GridRun]:
     """A run per (setting, seed), keyed by what changes its numbers, the loader timing too."""
     raw, search = cfg.model_dump(), cfg.search
     runs = []
     for setting in settings:
         trial_cfg = configured(raw, setting.strategy, setting.values)
-        loader = trial_cfg.strategies[setting.strategy]
         for seed in seeds:
             payload = run_settings(trial_cfg, setting.strategy, seed) | {
                 "measure": [search.warmup_seconds, search.measure_seconds, search.cache]}
+            # The loader's settings by short name (every run has all five, as it runs);
+            # other searched keys dotted. The trial sets both (tahoe/trial.py).
             runs.append(GridRun(
                 config_key(payload), f"{setting.name}-seed{seed}",
                 {"setting": setting.name, "strategy": setting.strategy, "seed": seed,
-                 "block_size": loader.block_size,
-                 "fetch_factor": trial_cfg.scdataset.fetch_factor,
-                 "num_workers": trial_cfg.scdataset.num_workers,
-                 "shuffle_buffer_rows": trial_cfg.ray_data.shuffle_buffer_rows,
-                 "read_rows": trial_cfg.ray_data.read_rows,
+                 **loader_values(trial_cfg, setting.strategy),
+                 **{k: v for k, v in setting.values.items() if k not in LOADER_KEYS.values()},
                  "warmup_seconds": search.warmup_seconds,
-                 "measure_seconds": search.measure_seconds, "cache": search.cache,
-                 **setting.values},
+                 "measure_seconds": search.measure_seconds, "cache": search.cache},
                 trial_cfg.training.num_epochs))
     return runs
 
@@ -200,9 +204,10 @@ def loader_search(cfg: TahoeConfig, inputs: TahoeInputs, restart: bool = False,
     settings = {s.name: s for s in settings_of(cfg, inputs)}
     seed0 = cfg.training.seeds[0]
     seeds = [seed0 + i for i in range(search.repeats)]
-    searched = set(search.space)
+    # The parent's params: the config less what runs set (their own params), plus the space.
+    own = set(search.space) | set(LOADER_KEYS.values())
     params = {k: v for k, v in flatten(cfg.model_dump(exclude={"search"})).items()
-              if k not in searched}  # each trial's own values are its run's params
+              if k not in own and not k.endswith(".block_size")}
     params["search"] = json.dumps(search.model_dump())
     workload = Workload(name="tahoe-search", results_file=SEARCH_FILE, trial=trial,
                         records=_records, metrics=EPOCH_METRICS | LOADER_METRICS,

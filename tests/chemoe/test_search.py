@@ -146,8 +146,8 @@ def test_status_and_report_read_a_search_folder(search, tmp_path):
 
 def test_a_killed_search_rerun_records_each_trial_once(pdgrapher_dir, tmp_path, ray_address):
     """Killed (SIGKILL, with the cluster it started) once a trial has its row and the next
-    has trained an epoch, then run again: the rest resume or start, and each trial has one row and one MLflow run whose
-    epochs are each logged once."""
+    has trained an epoch, then run again: the rest resume or start, and each trial has one
+    row and one MLflow run whose epochs are each logged once."""
     save, samples = tmp_path / "out", 3
     cfg = _config(save, samples, repeats=1)
     config = tmp_path / "c.yaml"

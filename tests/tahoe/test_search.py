@@ -3,6 +3,7 @@ worker and trained briefly, the recommendation chosen by the rule (recomputed he
 search.csv), confirmed over seeds and written as a config raycell tahoe takes; a rerun
 trains nothing; the Pareto front against brute force; bad searches refused."""
 
+import mlflow
 import numpy as np
 import pandas as pd
 import pytest
@@ -79,6 +80,26 @@ def test_the_recommendation_is_a_config_raycell_tahoe_takes(searched):
     assert written.scdataset.fetch_factor == row["fetch_factor"]
     assert written.training.num_epochs == 3  # the config's epochs, not the trials'
     assert written.data.h5ad_dir == cfg.data.h5ad_dir
+
+
+def test_mlflow_has_a_child_per_run_whose_params_no_parent_contradicts(searched):
+    cfg, _, save, _ = searched
+    client = mlflow.MlflowClient(f"sqlite:///{save}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name(
+        cfg.output.experiment_name).experiment_id])
+    parents = {r.info.run_id: r.data.params for r in runs if "run_key" not in r.data.tags}
+    children = [r for r in runs if "run_key" in r.data.tags]
+    rows = pd.read_csv(save / SEARCH_FILE, dtype={"run_key": str}).set_index("run_key")
+    assert sorted(r.data.tags["run_key"] for r in children) == sorted(rows.index)
+    for parent in parents.values():
+        assert "search" in parent and "scdataset.fetch_factor" not in parent
+        assert not [k for k in parent if k.endswith("block_size")]
+    for child in children:
+        params, row = child.data.params, rows.loc[child.data.tags["run_key"]]
+        assert int(params["block_size"]) == row["block_size"]
+        assert int(params["fetch_factor"]) == row["fetch_factor"]
+        parent = parents[child.data.tags["mlflow.parentRunId"]]
+        assert all(parent[k] == v for k, v in params.items() if k in parent)
 
 
 def test_a_rerun_trains_nothing(searched, capsys):
