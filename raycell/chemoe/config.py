@@ -3,7 +3,6 @@ and the search space of ``raycell tune chemoe``."""
 
 from __future__ import annotations
 
-import copy
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
@@ -15,7 +14,7 @@ from raycell.core.config import (
     Seed,
     Strict,
     load_config,
-    set_dotted,
+    with_settings,
 )
 from raycell.core.search import Kind, SearchSpace
 
@@ -156,10 +155,7 @@ class ChemoeConfig(Strict):
 
 def configured(raw: dict[str, Any], trial: dict[str, Any]) -> ChemoeConfig:
     """A config (as a dict) with a search trial's ``{dotted key: value}`` set in it."""
-    raw = copy.deepcopy(raw)
-    for key, value in trial.items():
-        set_dotted(raw, key, value)
-    return ChemoeConfig.model_validate(raw)
+    return with_settings(ChemoeConfig, raw, trial)
 
 
 def load_chemoe_config(name_or_path: str,

@@ -7,6 +7,7 @@ silently ignored. The workloads' config models live in their slices.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from importlib import resources
@@ -181,6 +182,16 @@ def get_dotted(raw: dict[str, Any], dotted: str) -> Any:
     for part in dotted.split("."):
         node = node[part]
     return node
+
+
+def with_settings(model: type[ConfigT], raw: dict[str, Any], settings: dict[str, Any]
+                  ) -> ConfigT:
+    """``model`` from a config as a dict with ``{dotted key: value}`` set in it (a search
+    trial's); ``raw`` is left as it was."""
+    raw = copy.deepcopy(raw)
+    for key, value in settings.items():
+        set_dotted(raw, key, value)
+    return model.model_validate(raw)
 
 
 def set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:

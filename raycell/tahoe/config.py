@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -14,7 +13,7 @@ from raycell.core.config import (
     Seed,
     Strict,
     load_config,
-    set_dotted,
+    with_settings,
 )
 from raycell.core.errors import RaycellError
 from raycell.core.search import Kind, SearchSpace
@@ -228,11 +227,9 @@ class TahoeConfig(Strict):
 def configured(raw: dict[str, Any], strategy: str, trial: dict[str, Any]) -> TahoeConfig:
     """A config (as a dict) with a loader search trial's ``{dotted key: value}`` set in it;
     ``strategy.block_size`` is ``strategy``'s."""
-    raw = copy.deepcopy(raw)
-    for key, value in trial.items():
-        set_dotted(raw, f"strategies.{strategy}.block_size" if key == STRATEGY_BLOCK else key,
-                   value)
-    return TahoeConfig.model_validate(raw)
+    return with_settings(TahoeConfig, raw, {
+        f"strategies.{strategy}.block_size" if key == STRATEGY_BLOCK else key: value
+        for key, value in trial.items()})
 
 
 def load_tahoe_config(name_or_path: str, overrides: dict[str, Any] | None = None) -> TahoeConfig:

@@ -63,7 +63,7 @@ class TahoePlan(Plan):
         strategy = get_strategy(self.strategy)
         self.train_batches = strategy.epochs(inputs.train, inputs.labels, settings)
         if self.measure:
-            self._measured = self._measure_loader(settings, ctx)
+            self._measured = self._measure_loader(ctx)
         self.test_set = make_dataset(
             split_rows(inputs.test, inputs.labels), Streaming(shuffle=False),
             cfg.training.batch_size, cfg.scdataset.fetch_factor, self.seed, ctx.rank, ctx.world)
@@ -96,25 +96,15 @@ class TahoePlan(Plan):
         measured, self._measured = self._measured, {}  # reported with the first epoch
         return self._timings | measured
 
-    def _measure_loader(self, settings: LoaderSettings, ctx: WorkerContext) -> dict[str, float]:
+    def _measure_loader(self, ctx: WorkerContext) -> dict[str, float]:
         """The loader alone, as ``raycell bench loaders`` measures it (batches to the
         device, no model), from epochs training never reaches, so training's order stays."""
         from raycell.core import page_cache
         from raycell.core.filesystems import is_url
-        from raycell.tahoe.bench.loaders import measure, plate_of_rows
+        from raycell.tahoe.bench.loaders import endless, measure, plate_of_rows
         from raycell.tahoe.config import LoaderBenchSettings
 
         split = self.inputs.train
-        epochs = get_strategy(self.strategy).epochs(split, self.inputs.labels, settings)
-
-        def endless():
-            for epoch in itertools.count(MEASURED_EPOCHS):
-                batches = epochs(epoch)
-                try:
-                    yield from ((batch.x, batch.rows) for batch in batches)
-                finally:
-                    batches.close()
-
         warmup, seconds, cache = self.measure
         files = list(dict.fromkeys(str(p.path) for p in split.plates))
         # cold: the plates leave the page cache before the window and after every fetch
@@ -126,7 +116,7 @@ class TahoePlan(Plan):
             warmup=warmup, seconds=seconds, device=ctx.device.type,
             consumer="sparse" if self.sparse else "dense",
             fetch_factor=self.cfg.scdataset.fetch_factor, batch_size=self.cfg.training.batch_size)
-        batches = endless()
+        batches = endless(self.train_batches, MEASURED_EPOCHS)
         try:
             result = measure(batches, split.codes[:, 1], plate_of_rows(split), bench,
                              cold_files=files if cold else None)

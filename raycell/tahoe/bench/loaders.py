@@ -29,6 +29,7 @@ does): a 2-core VM's hiccups then hit one measurement, not the comparison.
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from collections.abc import Iterator
@@ -47,7 +48,7 @@ from raycell.tahoe.data.labels import LabelSpace
 from raycell.tahoe.data.plates import TahoeSplit, find_drug_table, find_plates, read_split
 from raycell.tahoe.data.sparse import SparseBatch, TahoeRows
 from raycell.tahoe.inputs import build_labels
-from raycell.tahoe.loaders.strategies import STRATEGIES, LoaderSettings
+from raycell.tahoe.loaders.strategies import STRATEGIES, EpochBatches, LoaderSettings
 
 BENCH_COLUMNS = [
     "strategy", "kind", "format", "where", "cache", "consumer", "round", "cells_per_s",
@@ -129,9 +130,19 @@ def strategy_batches(strategy: str, split: TahoeSplit, labels: LabelSpace, s: Lo
             read_rows=s.batch_size * s.fetch_factor, buffer_rows=s.batch_size * s.fetch_factor,
             block_size=s.block_size if registered.blocked else 1,
             min_count_baseline=WeightSettings().min_count_baseline, seed=s.seed))
-        for epoch in range(10**9):
-            for batch in epochs(epoch):
+        yield from endless(epochs)
+
+
+def endless(epochs: EpochBatches, first: int = 0) -> HostBatches:
+    """A strategy's host batches epoch after epoch from epoch ``first``; each epoch's
+    iterator is closed once done or left (its DataLoader workers, its Ray Data run)."""
+    for epoch in itertools.count(first):
+        batches = epochs(epoch)
+        try:
+            for batch in batches:
                 yield batch.x, batch.rows
+        finally:
+            batches.close()
 
 
 def consume(x: sp.csr_array | None, consumer: str, device: torch.device) -> None:
