@@ -113,7 +113,10 @@ SEARCH_FLAGS = (
          help="trials drawn per cell line (chemoe), per strategy (loaders)"),
     flag("search_seed", "search.seed", type=int, help="seeds the draw of the trials"),
 )
-TUNE_CHEMOE_FLAGS = SEARCH_FLAGS + tuple(f for f in CHEMOE_FLAGS if f.name != "model")
+TUNE_CHEMOE_FLAGS = SEARCH_FLAGS + (
+    flag("grace_period", "search.grace_period", type=int,
+         help="epochs every trial trains before ASHA may stop it"),
+    *(f for f in CHEMOE_FLAGS if f.name != "model"))
 TUNE_LOADERS_FLAGS = SEARCH_FLAGS + (
     flag("strategy", "search.strategies", nargs="+", metavar="NAME",
          help="the strategies whose settings are searched"),
@@ -256,6 +259,16 @@ def _bench_parser(sub) -> None:
         b = kinds.add_parser(name, help=help_)
         add_settings_flags(b, model)
         b.set_defaults(func=func, settings=model)
+    s = _workload_parser(kinds, "searchers", "raycell tune chemoe's random search against "
+                         "Optuna's TPE through Tune, under the same ASHA (results in "
+                         "<save_dir>-searchers unless --save_dir)", "default | demo",
+                         _run_bench_searchers)
+    for f in TUNE_CHEMOE_FLAGS:
+        f.add_to(s)
+    s.add_argument("--searchers", nargs="+", choices=("random", "tpe"),
+                   default=["random", "tpe"])
+    s.add_argument("--search_seeds", nargs="+", type=int, default=[0], metavar="S",
+                   help="a search per searcher and seed (default: 0)")
 
 
 def build_parser() -> Parser:
@@ -437,6 +450,24 @@ def _run_bench_chemoe(args: argparse.Namespace) -> None:
     frame = bench_chemoe(settings)
     print(f"\nwrote {Path(settings.out).expanduser().resolve() / 'bench_chemoe.csv'}")
     print(f"  raycell / dense reference, training samples/s: {speedup(frame):.2f}x")
+
+
+def _run_bench_searchers(args: argparse.Namespace) -> None:
+    from raycell import load_chemoe_config
+
+    cfg = _load(args, load_chemoe_config, TUNE_CHEMOE_FLAGS, CHEMOE_RELOCATED)
+    if args.save_dir is None:
+        cfg = cfg.model_copy(update={"output": cfg.output.model_copy(
+            update={"save_dir": cfg.output.save_dir.rstrip("/") + "-searchers"})})
+    from raycell.chemoe.bench_searchers import RESULTS_FILE, bench_searchers, summary
+    from raycell.chemoe.inputs import prepare_inputs, resolve_data_dir
+    from raycell.core.rows import results_dir
+
+    out = results_dir(cfg.output.save_dir)
+    rows = bench_searchers(cfg, prepare_inputs(cfg, resolve_data_dir(cfg)), args.searchers,
+                           args.search_seeds, out, args.restart)
+    print(summary(rows).to_string(index=False))
+    print(f"\nwrote {out / RESULTS_FILE}")
 
 
 def _run_bench_train(args: argparse.Namespace) -> None:

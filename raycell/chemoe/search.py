@@ -31,6 +31,7 @@ from raycell.chemoe.search_report import RECOMMENDATION_FILE, SEARCH_FILE, SEED,
 from raycell.chemoe.trial import trial
 from raycell.chemoe.worker import TEST_METRICS
 from raycell.core.config import get_dotted
+from raycell.core.errors import RaycellError
 from raycell.core.grid import GridRun, Workload, forget_grid, run_grid
 from raycell.core.html import page, write_page
 from raycell.core.layout import EPOCH_LOG, REPORT_FILE, run_dir
@@ -42,13 +43,19 @@ from raycell.core.tracking import flatten, log_missing_epochs
 BEST_FILE = "best-{cell_line}.yaml"
 
 
-def draw_trials(cfg: ChemoeConfig) -> list[dict[str, Any]]:
-    """The search's trials, ``{dotted key: value}`` each; trial 0 the config's own."""
+def own_setting(cfg: ChemoeConfig) -> dict[str, Any]:
+    """The config's own values of the searched keys."""
     raw = cfg.model_dump()
     check_keys(raw, list(cfg.search.space), "CheMoE")
-    incumbent = {key: plain(get_dotted(raw, key)) for key in cfg.search.space} \
-        if cfg.search.include_config else None
-    return draw(cfg.search, refusal(lambda trial: configured(raw, trial)), incumbent)
+    return {key: plain(get_dotted(raw, key)) for key in cfg.search.space}
+
+
+def draw_trials(cfg: ChemoeConfig) -> list[dict[str, Any]]:
+    """The search's trials, ``{dotted key: value}`` each; trial 0 the config's own."""
+    incumbent = own_setting(cfg)
+    raw = cfg.model_dump()
+    return draw(cfg.search, refusal(lambda trial: configured(raw, trial)),
+                incumbent if cfg.search.include_config else None)
 
 
 def trial_runs(cfg: ChemoeConfig, data_dir: Path, trials: dict[tuple[str, int], dict],
@@ -75,7 +82,7 @@ def search_runs(cfg: ChemoeConfig, data_dir: Path) -> list[GridRun]:
                                       for i, drawn in enumerate(trials)}, cfg.training.seed)
 
 
-def _records(searched: list[str]):
+def trial_records(searched: list[str]):
     def records(run: GridRun, folder: Path) -> dict[str, pd.DataFrame]:
         log = pd.read_csv(folder / EPOCH_LOG) if (folder / EPOCH_LOG).is_file() \
             else pd.DataFrame({"epoch": []})
@@ -163,11 +170,23 @@ def write_best(cfg: ChemoeConfig, rows: pd.DataFrame, table: pd.DataFrame, save_
     return written
 
 
+def asha(cfg: ChemoeConfig):
+    """The search's scheduler: ASHA on validation loss by epoch."""
+    from ray.tune.schedulers import ASHAScheduler
+
+    if cfg.search.grace_period > cfg.training.epochs:  # ASHA asserts it
+        raise RaycellError(f"search.grace_period {cfg.search.grace_period} is above the "
+                           f"{cfg.training.epochs} epochs a trial trains: lower --grace_period "
+                           f"or raise --epochs")
+    return ASHAScheduler(time_attr="epoch", metric="val_loss", mode="min",
+                         max_t=cfg.training.epochs, grace_period=cfg.search.grace_period,
+                         reduction_factor=cfg.search.reduction_factor,
+                         stop_last_trials=False)  # the last epoch ends the run itself
+
+
 def chemoe_search(cfg: ChemoeConfig, inputs: ChemoeInputs, restart: bool = False
                   ) -> pd.DataFrame:
     """Run the search's unfinished trials; returns its rows of search.csv."""
-    from ray.tune.schedulers import ASHAScheduler
-
     save_dir = Path(cfg.output.save_dir).resolve()
     runs = search_runs(cfg, inputs.data_dir)
     searched = list(cfg.search.space)
@@ -178,13 +197,10 @@ def chemoe_search(cfg: ChemoeConfig, inputs: ChemoeInputs, restart: bool = False
               if k not in {*searched, SEED} and not k.startswith("search.")}
     params["search"] = json.dumps(cfg.search.model_dump())
     workload = Workload(name="chemoe-search", results_file=SEARCH_FILE, trial=trial,
-                        records=_records(searched),
+                        records=trial_records(searched),
                         metrics=CURVE_METRICS | {f"expert_{e}_usage" for e in range(experts)},
                         params=params)
-    scheduler = ASHAScheduler(time_attr="epoch", metric="val_loss", mode="min",
-                              max_t=cfg.training.epochs, grace_period=cfg.search.grace_period,
-                              reduction_factor=cfg.search.reduction_factor,
-                              stop_last_trials=False)  # the last epoch ends the run itself
+    scheduler = asha(cfg)
 
     def shared() -> dict[str, Any]:
         return {"cfg": cfg.model_dump(), "data_dir": str(inputs.data_dir),

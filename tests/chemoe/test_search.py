@@ -181,6 +181,7 @@ def test_a_killed_search_rerun_records_each_trial_once(pdgrapher_dir, tmp_path, 
     ({"space": {}}, [], "search.space"),
     ({"space": {"training.lr": {"loguniform": [0.1, 0.01]}}}, [], "low 0.1 is not below high"),
     ({"space": {"training.lrr": {"choice": [0.1]}}}, [], "'training.lrr' is not a setting"),
+    ({}, ["--grace_period", "5", "--epochs", "3"], "search.grace_period 5 is above the 3 "),
 ])
 def test_bad_searches_are_one_line_and_write_nothing(tmp_path, pdgrapher_dir, search, flags,
                                                       culprit):
