@@ -18,7 +18,6 @@ found against epochs trained so far).
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -43,7 +42,7 @@ from raycell.chemoe.trial import trial as chemoe_trial
 from raycell.chemoe.worker import TEST_METRICS
 from raycell.core import runtime
 from raycell.core.errors import RaycellError
-from raycell.core.grid import GridRun
+from raycell.core.grid import GridRun, sparse_metric
 from raycell.core.layout import EPOCH_LOG, RUNS_DIR, TRAIN_DIR, run_dir
 from raycell.core.rows import write_table
 from raycell.core.search import domain
@@ -125,7 +124,6 @@ def run_search(cfg: ChemoeConfig, inputs: ChemoeInputs, searcher: str, seed: int
              "features": ray.put((inputs.drug_names, inputs.features)), "storage": store.uri}
     if trials is not None:
         space["trial"] = trials
-    os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"  # val_loss every eval_every
     name = f"{searcher}-seed{seed}"
     tuner = tune.Tuner(
         tune.with_resources(_trial, runtime.driver_bundle(cfg.ray)), param_space=space,
@@ -133,7 +131,8 @@ def run_search(cfg: ChemoeConfig, inputs: ChemoeInputs, searcher: str, seed: int
                                     num_samples=1 if trials is not None else cfg.search.samples,
                                     max_concurrent_trials=1),
         run_config=tune.RunConfig(name=name, storage_path=str(out / "tune"), verbose=0))
-    results = tuner.fit()
+    with sparse_metric():  # val_loss every eval_every epochs
+        results = tuner.fit()
     records = trial_records(list(cfg.search.space))
     rows = []
     for result in results:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
+from contextlib import contextmanager
 from pathlib import Path
 
 import ray
@@ -14,6 +16,7 @@ from raycell.core.console import quiet_logs, verbose
 from raycell.core.errors import RaycellError
 
 PREEMPTION_WATCHER = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"  # Ray Train V2's switch
+API_SERVER = "RAY_API_SERVER_ADDRESS"  # where Ray's State API asks, before RAY_ADDRESS
 
 
 def local_cpus(settings: RaySettings) -> int:
@@ -57,16 +60,43 @@ def ensure_ray(settings: RaySettings) -> str | None:
     # drained) with an actor of its own: about 2.4 CPU-s a run here, and the one node of
     # a local cluster is this machine, which nothing preempts. Its processes inherit this.
     os.environ.setdefault(PREEMPTION_WATCHER, "0")
-    ray.init(address="local", num_cpus=cpus, **options)
+    # Ray's State API finds "the" cluster on this host when given no address, and fails
+    # where there are two (a `ray start --head` beside this one). Ray Train's placement
+    # group cleaner asks it whether a run's controller lives: failing, it never frees the
+    # group of a run a scheduler stopped, and later runs wait for CPUs that never come
+    # (docs/facts.md). So this cluster's dashboard port is chosen here and named to its
+    # processes, which inherit this one's environment as Ray starts them; this process's
+    # own is put back, for the commands it runs (`ray job submit` reads it too).
+    port = _free_port()
+    with environ(API_SERVER, f"http://127.0.0.1:{port}"):
+        ray.init(address="local", num_cpus=cpus, dashboard_port=port, **options)
     return f"ray: started a local cluster ({cpus} logical CPUs; RAY_ADDRESS joins another)"
+
+
+@contextmanager
+def environ(name: str, value: str):
+    """An environment variable set for a while, then put back as it was."""
+    before = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = before
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def _check_answers(address: str, timeout_s: float = 4.0) -> None:
     """A GCS address (host:port) where nothing listens is refused at once: ``ray.init``
     would retry for ~20 s and end in a traceback. (``ray://`` client and ``auto``
     addresses are left to Ray.)"""
-    import socket
-
     host, sep, port = address.rpartition(":")
     if not sep or not port.isdigit() or "://" in address:
         return
