@@ -22,6 +22,7 @@ import pickle
 import re
 import shutil
 import socket
+import time
 import zipfile
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -54,6 +55,8 @@ from raycell.core.storage import CheckpointStore, check_reachable, checkpoint_st
 from raycell.core.tracking import GridRecorder, forget_runs, log_figures
 from raycell.core.trial import flat
 from raycell.core.worker import load_state
+
+TRAIN_ACTORS = {"TrainController", "RayTrainWorker"}  # a Ray Train run's actors
 
 
 @dataclass(frozen=True)
@@ -259,6 +262,8 @@ def _tune(workload: Workload, todo: list[GridRun], save_dir: Path, store: Checkp
     try:
         with sparse_metric(scheduler is not None):
             failed = [r for r in tuner.fit() if r.error is not None]
+        if scheduler is not None:
+            wait_for_stopped_runs()
     except KeyboardInterrupt:
         ray.shutdown()  # this driver's trials stop with it, also on a cluster it joined
         _interrupted(save_dir, store, workload, todo, recorder, [])
@@ -282,6 +287,26 @@ def _tune(workload: Workload, todo: list[GridRun], save_dir: Path, store: Checkp
                          f"{first_error_line(str(failed[0].error))} (all: raycell status "
                          f"{save_dir})")
     return recorder.parent
+
+
+def wait_for_stopped_runs(timeout_s: float = 60.0) -> None:
+    """Tune returns before the Ray Train runs of trials a scheduler stopped have ended:
+    their workers may train and log an epoch more (docs/facts.md). Wait until this job's
+    Train controllers and workers are gone, so that every run's files are final when
+    its row is made. Where Ray's State API does not answer, rows are made at once."""
+    from ray.util.state import list_actors
+
+    context = ray.get_runtime_context()
+    filters = [("state", "=", "ALIVE"), ("job_id", "=", context.get_job_id())]
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            alive = list_actors(address=context.gcs_address, filters=filters, limit=10_000)
+        except Exception:  # no dashboard, or it does not answer: nothing to wait with
+            return
+        if not any(actor.class_name in TRAIN_ACTORS for actor in alive):
+            return
+        time.sleep(0.5)
 
 
 def sparse_metric(on: bool = True):
