@@ -6,10 +6,11 @@ line, one trial at a time (TPE then draws from every earlier result). Trial 0 of
 the config's own setting. ``random`` runs the trials ``raycell tune chemoe`` draws up
 front (``chemoe/search.py``); ``tpe`` is Ray's ``OptunaSearch`` with Optuna's
 ``TPESampler`` seeded by the search seed. A trial is the CheMoE run of
-``raycell tune chemoe`` (Ray Train, run-keyed files in ``<out>/runs/<key>``); a run key
-already trained to its end in this folder is replayed from its epoch log instead of
-trained again (a run key's numbers are the same on every run: docs/benchmarks.md), so
-trial 0 trains once for every search. No MLflow: a bench, not a search of record.
+``raycell tune chemoe`` (Ray Train, run-keyed files in ``<out>/runs/<key>``). What a run
+key has logged in this folder is replayed from its epoch log instead of trained again (a
+run key's numbers are the same on every run: docs/benchmarks.md), and a run that had not
+finished trains on from its checkpoint: trial 0 trains once for every search, and a
+killed bench resumes where it stopped. No MLflow: a bench, not a search of record.
 
 Written: ``bench_searchers.csv`` (a row per trial: searcher, search seed, order, setting,
 status, epochs, best validation loss), ``bench_searchers.png`` (the best validation loss
@@ -41,11 +42,12 @@ from raycell.chemoe.search import (
 from raycell.chemoe.trial import trial as chemoe_trial
 from raycell.chemoe.worker import TEST_METRICS
 from raycell.core import runtime
-from raycell.core.errors import RaycellError
+from raycell.core.errors import RaycellError, RunsFailed
 from raycell.core.grid import GridRun, sparse_metric, wait_for_stopped_runs
 from raycell.core.layout import EPOCH_LOG, RUNS_DIR, TRAIN_DIR, run_dir
 from raycell.core.rows import write_table
 from raycell.core.search import domain
+from raycell.core.status import first_error_line
 from raycell.core.storage import checkpoint_store
 
 SEARCHERS = ("random", "tpe")
@@ -70,14 +72,14 @@ class _OptunaOnValidation(OptunaSearch):
             super().on_trial_result(trial_id, result)
 
 
-def _replayed(folder: Path) -> bool:
-    """Report a finished run's epochs from its epoch log, as its training reported them
-    (the metric only where it was evaluated). False: the run has not finished here."""
-    if not (folder / TEST_METRICS).is_file():
-        return False
-    for row in pd.read_csv(folder / EPOCH_LOG).to_dict("records"):
+def _replay(folder: Path) -> bool:
+    """Report the epochs a run has logged in this folder, as its training reported them
+    (the metric only where it was evaluated); whether it had finished. A run that had
+    not trains on from its checkpoint, as a grid run resumes."""
+    log = folder / EPOCH_LOG
+    for row in pd.read_csv(log).to_dict("records") if log.is_file() else []:
         tune.report({k: v for k, v in row.items() if not pd.isna(v)})
-    return True
+    return (folder / TEST_METRICS).is_file()
 
 
 def _run(cfg: ChemoeConfig, data_dir: Path, trial: dict[str, Any]) -> GridRun:
@@ -94,7 +96,7 @@ def _trial(config: dict[str, Any]) -> None:
     cfg = ChemoeConfig.model_validate(config["cfg"])
     run = _run(cfg, Path(config["data_dir"]), config["trial"])
     folder = run_dir(Path(config["save_dir"]), run.key)
-    if not _replayed(folder):
+    if not _replay(folder):
         chemoe_trial({**{k: v for k, v in config.items() if k != "trial"},
                       "key": run.key, "name": run.name, "train_name": run.train_name(),
                       "run_dir": str(folder), "epochs": run.epochs, **run.tags})
@@ -138,7 +140,7 @@ def run_search(cfg: ChemoeConfig, inputs: ChemoeInputs, searcher: str, seed: int
     rows = []
     for result in results:
         if result.error is not None:
-            raise RuntimeError(f"{name}: a trial failed: {result.error}")
+            raise RunsFailed(f"{name}: a trial failed: {first_error_line(str(result.error))}")
         run = _run(cfg, inputs.data_dir, result.config["trial"])
         row = records(run, run_dir(out, run.key))[SEARCH_FILE]
         rows.append(row.assign(searcher=searcher, search_seed=seed))
@@ -174,25 +176,32 @@ def bench_searchers(cfg: ChemoeConfig, inputs: ChemoeInputs, searchers: list[str
 
 
 def best_so_far(rows: pd.DataFrame) -> pd.DataFrame:
-    """Per search: after each trial, the epochs trained so far and the lowest best
-    validation loss found so far."""
+    """Per search, after each drawn trial (all but trial 0, the config's own): the epochs
+    trained so far (trial 0's included) and the drawn trials' lowest best validation loss
+    so far."""
     ordered = rows.sort_values(["searcher", "search_seed", "trial"])
     by_search = ordered.groupby(["searcher", "search_seed"])
-    return ordered.assign(epochs_so_far=by_search["epochs"].cumsum(),
-                          best_so_far=by_search["best_val_loss"].cummin())
+    ordered = ordered.assign(epochs_so_far=by_search["epochs"].cumsum())
+    drawn = ordered[ordered["trial"] != 0]
+    return drawn.assign(best_so_far=drawn.groupby(["searcher", "search_seed"])
+                        ["best_val_loss"].cummin())
 
 
 def summary(rows: pd.DataFrame) -> pd.DataFrame:
-    """Per search: trials, epochs trained, its best validation loss and trial, and how
-    many trials ended below trial 0 (the config's own)."""
+    """Per search: trials, epochs trained, its best validation loss and trial, the best
+    of the drawn trials alone (all but trial 0, the config's own), how many of those beat
+    trial 0 and how many trained to the end."""
     out = []
     for (searcher, seed), group in rows.groupby(["searcher", "search_seed"], sort=False):
         best = group.loc[group["best_val_loss"].idxmin()]
         default = group.loc[group["trial"] == 0, "best_val_loss"].min()
+        drawn = group[group["trial"] != 0]
         out.append({"searcher": searcher, "search_seed": seed, "trials": len(group),
                     "epochs": int(group["epochs"].sum()),
                     "best_val_loss": best["best_val_loss"], "best_trial": int(best["trial"]),
-                    "beat_trial_0": int((group["best_val_loss"] < default).sum())})
+                    "best_drawn": drawn["best_val_loss"].min(),
+                    "drawn_finished": int((drawn["status"] == "finished").sum()),
+                    "beat_trial_0": int((drawn["best_val_loss"] < default).sum())})
     return pd.DataFrame(out)
 
 
@@ -203,10 +212,13 @@ def plot(rows: pd.DataFrame):
         ax.step(group["epochs_so_far"], group["best_so_far"], where="post",
                 color=colors.get(searcher), ls=("-", "--", ":", "-.")[seed % 4],
                 label=f"{searcher}, search seed {seed}")
+    for loss in rows.loc[rows["trial"] == 0, "best_val_loss"].unique():
+        ax.axhline(loss, color="black", lw=0.8, ls=":")
     ax.set_yscale("log")
     ax.set_xlabel("epochs trained, all trials so far")
-    ax.set_ylabel("best validation loss found (log)")
-    ax.set_title("random (raycell's) against TPE (Optuna through Tune), under ASHA")
+    ax.set_ylabel("best validation loss of the drawn trials (log)")
+    ax.set_title("random (raycell's) against TPE (Optuna through Tune), under ASHA;\n"
+                 "dotted: trial 0, the config's own", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(frameon=False, fontsize=8)
     fig.tight_layout()
