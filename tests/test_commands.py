@@ -24,6 +24,9 @@ FIXTURE = REPO / "tests" / "chemoe" / "fixtures" / "pdgrapher"
 # Documented commands -> where a test runs them (here unless named).
 ELSEWHERE = {
     "raycell bench loaders": "tests/tahoe/bench/test_loaders.py",
+    "raycell bench searchers": "tests/chemoe/test_bench_searchers.py",
+    "raycell tune chemoe": "tests/chemoe/test_search.py",
+    "raycell tune loaders": "tests/tahoe/test_search.py",
     "jobs/tahoe_grid.py": "tests/service/test_jobs.py",
     "jobs/chemoe_grid.py": "tests/service/test_jobs.py",
 }
@@ -39,10 +42,10 @@ def _documented() -> set[str]:
     for doc in [REPO / "README.md", REPO / "dashboards" / "README.md",
                 *(REPO / "docs").glob("*.md")]:
         text = doc.read_text()
-        for command, kind in re.findall(r"\braycell (tahoe|chemoe|data|bench|report|status)"
-                                        r"(?: (tahoe|convert|pdgrapher|import-pdgrapher|loaders|"
-                                        r"train|chemoe)\b)?", text):
-            found.add(f"raycell {command}" + (f" {kind}" if command in ("data", "bench")
+        for command, kind in re.findall(r"\braycell (tahoe|chemoe|data|bench|tune|report|"
+                                        r"status)(?: (tahoe|convert|pdgrapher|import-pdgrapher|"
+                                        r"loaders|train|chemoe|searchers)\b)?", text):
+            found.add(f"raycell {command}" + (f" {kind}" if command in ("data", "bench", "tune")
                                               and kind else ""))
         found |= set(re.findall(r"\bjobs/\w+\.py", text))
     return found
@@ -50,7 +53,7 @@ def _documented() -> set[str]:
 
 def test_every_documented_command_has_a_smoke_test():
     documented = _documented()
-    assert "raycell data" not in documented and "raycell bench" not in documented
+    assert not {"raycell data", "raycell bench", "raycell tune"} & documented
     assert documented <= HERE | set(ELSEWHERE), documented - HERE - set(ELSEWHERE)
     assert {f"jobs/{p.name}" for p in (REPO / "jobs").glob("*.py")} <= set(ELSEWHERE)
 
@@ -61,7 +64,8 @@ def test_help_answers_for_every_command():
     for command in (["tahoe"], ["chemoe"], ["data", "tahoe"], ["data", "convert"],
                     ["data", "pdgrapher"],
                     ["data", "import-pdgrapher"], ["bench", "loaders"], ["bench", "train"],
-                    ["bench", "chemoe"], ["report"], ["status"]):
+                    ["bench", "chemoe"], ["bench", "searchers"], ["tune", "chemoe"],
+                    ["tune", "loaders"], ["report"], ["status"]):
         with pytest.raises(SystemExit) as exited:
             run_main(*command, "--help")
         assert exited.value.code == 0, command

@@ -43,7 +43,7 @@ from raycell.chemoe.trial import trial as chemoe_trial
 from raycell.chemoe.worker import TEST_METRICS
 from raycell.core import runtime
 from raycell.core.errors import RaycellError, RunsFailed
-from raycell.core.grid import GridRun, sparse_metric, wait_for_stopped_runs
+from raycell.core.grid import GridRun, fit_tuner
 from raycell.core.layout import EPOCH_LOG, RUNS_DIR, TRAIN_DIR, run_dir
 from raycell.core.rows import write_table
 from raycell.core.search import domain
@@ -133,9 +133,7 @@ def run_search(cfg: ChemoeConfig, inputs: ChemoeInputs, searcher: str, seed: int
                                     num_samples=1 if trials is not None else cfg.search.samples,
                                     max_concurrent_trials=1),
         run_config=tune.RunConfig(name=name, storage_path=str(out / "tune"), verbose=0))
-    with sparse_metric():  # val_loss every eval_every epochs
-        results = tuner.fit()
-    wait_for_stopped_runs()
+    results = fit_tuner(tuner, scheduled=True)
     records = trial_records(list(cfg.search.space))
     rows = []
     for result in results:

@@ -256,14 +256,8 @@ def _tune(workload: Workload, todo: list[GridRun], save_dir: Path, store: Checkp
     running = save_dir / RUNNING_FILE  # for `raycell status` while the grid runs
     running.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
                                    "keys": sorted(by_key)}))
-    # Ctrl-C stops at once: Tune's own handler would wind its trials down for seconds
-    # while they train on, and resuming goes through Train's checkpoints anyway.
-    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
     try:
-        with sparse_metric(scheduler is not None):
-            failed = [r for r in tuner.fit() if r.error is not None]
-        if scheduler is not None:
-            wait_for_stopped_runs()
+        failed = [r for r in fit_tuner(tuner, scheduler is not None) if r.error is not None]
     except KeyboardInterrupt:
         ray.shutdown()  # this driver's trials stop with it, also on a cluster it joined
         _interrupted(save_dir, store, workload, todo, recorder, [])
@@ -289,6 +283,23 @@ def _tune(workload: Workload, todo: list[GridRun], save_dir: Path, store: Checkp
     return recorder.parent
 
 
+def fit_tuner(tuner: tune.Tuner, scheduled: bool):
+    """``tuner.fit()`` as raycell runs it. Ctrl-C stops at once: Tune's own handler would
+    wind its trials down for seconds while they train on (and stay installed after), and
+    resuming goes through Train's checkpoints anyway. ``scheduled`` (a scheduler such as
+    ASHA decides on a metric that comes only with the epochs that evaluate, CheMoE's
+    val_loss every eval_every): Tune's check that every result holds it is off while it
+    runs (ASHA lets such results through, docs/facts.md), and the runs it stopped are
+    waited for, so their files are final."""
+    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
+    with runtime.environ("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1") if scheduled \
+            else nullcontext():
+        results = tuner.fit()
+    if scheduled:
+        wait_for_stopped_runs()
+    return results
+
+
 def wait_for_stopped_runs(timeout_s: float = 60.0) -> None:
     """Tune returns before the Ray Train runs of trials a scheduler stopped have ended:
     their workers may train and log an epoch more (docs/facts.md). Wait until this job's
@@ -307,13 +318,6 @@ def wait_for_stopped_runs(timeout_s: float = 60.0) -> None:
         if not any(actor.class_name in TRAIN_ACTORS for actor in alive):
             return
         time.sleep(0.5)
-
-
-def sparse_metric(on: bool = True):
-    """While a scheduler's metric comes only with the epochs that evaluate (CheMoE's
-    val_loss, every eval_every), Tune's check that every result holds it is off (read
-    at each result); ASHA lets such results through (docs/facts.md)."""
-    return runtime.environ("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1") if on else nullcontext()
 
 
 def _interrupted(save_dir: Path, store: CheckpointStore, workload: Workload,
