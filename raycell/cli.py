@@ -383,13 +383,14 @@ def _run_chemoe(args: argparse.Namespace) -> None:
     print(f"report: {save_dir / REPORT_FILE}")
 
 
-def _search_dir(cfg, given: str | None):
-    """A search's config: its results beside the grid's folder unless --save_dir."""
+def _search_dir(cfg, given: str | None, suffix: str = "-search"):
+    """A search's config: its results beside the grid's folder (its name + ``suffix``)
+    unless --save_dir."""
     from raycell.core.rows import results_dir
 
     if given is None:
         cfg = cfg.model_copy(update={"output": cfg.output.model_copy(
-            update={"save_dir": cfg.output.save_dir.rstrip("/") + "-search"})})
+            update={"save_dir": cfg.output.save_dir.rstrip("/") + suffix})})
     results_dir(cfg.output.save_dir)
     return cfg
 
@@ -455,15 +456,13 @@ def _run_bench_chemoe(args: argparse.Namespace) -> None:
 def _run_bench_searchers(args: argparse.Namespace) -> None:
     from raycell import load_chemoe_config
 
-    cfg = _load(args, load_chemoe_config, TUNE_CHEMOE_FLAGS, CHEMOE_RELOCATED)
-    if args.save_dir is None:
-        cfg = cfg.model_copy(update={"output": cfg.output.model_copy(
-            update={"save_dir": cfg.output.save_dir.rstrip("/") + "-searchers"})})
+    cfg = _search_dir(_load(args, load_chemoe_config, TUNE_CHEMOE_FLAGS, CHEMOE_RELOCATED),
+                      args.save_dir, "-searchers")
     from raycell.chemoe.bench_searchers import RESULTS_FILE, bench_searchers, summary
     from raycell.chemoe.inputs import prepare_inputs, resolve_data_dir
     from raycell.core.rows import results_dir
 
-    out = results_dir(cfg.output.save_dir)
+    out = results_dir(cfg.output.save_dir)  # checked in _search_dir; here, as a path
     rows = bench_searchers(cfg, prepare_inputs(cfg, resolve_data_dir(cfg)), args.searchers,
                            args.search_seeds, out, args.restart)
     print(summary(rows).to_string(index=False))

@@ -9,7 +9,7 @@ import yaml
 from raycell.chemoe.bench_searchers import RESULTS_FILE, summary
 from raycell.chemoe.search import draw_trials
 from raycell.core.layout import EPOCH_LOG, run_dir
-from tests.conftest import run_main, tiny_chemoe_config
+from tests.conftest import assert_clean_error, run_main, tiny_chemoe_config
 
 pytestmark = pytest.mark.ray
 SPACE = {"training.lr": {"loguniform": [1e-4, 3e-2]}, "model.num_experts": {"choice": [2, 4]}}
@@ -64,3 +64,14 @@ def test_the_summary_matches_the_trials_epoch_logs(bench):
             min(log["val_loss"].min() for log in logs))
         assert table.at[searcher, "trials"] == 2
     assert "beat_trial_0" in stdout and (save / "bench_searchers.png").is_file()
+
+
+@pytest.mark.parametrize(("flags", "culprit"), [
+    (["--cell_line", "A549", "MCF7"], "bench searchers takes one --cell_line, not 2"),
+    (["--cell_line", "A549", "--epochs", "3", "--grace_period", "5"],
+     "search.grace_period 5 is above the 3 epochs"),
+])
+def test_bad_benches_are_one_line_and_write_nothing(tmp_path, pdgrapher_dir, flags, culprit):
+    save = tmp_path / "out"
+    done = run_main("bench", "searchers", "--data", pdgrapher_dir, "--save_dir", save, *flags)
+    assert_clean_error(done, culprit, save)
